@@ -1,0 +1,54 @@
+"""lazydet's config system: deferred call graphs in Python files, composed by Hydra.
+
+>>> from lazydet.config import L, instantiate
+>>> import torch
+>>> cfg = L(torch.nn.Linear)(in_features=4, out_features=2)
+>>> layer = instantiate(cfg)
+
+See the README's config guide for files, groups, overrides, ``ref`` and saving.
+"""
+
+from .diff import diff, flatten
+from .errors import ConfigError, InstantiationError
+from .files import load
+from .instantiate import instantiate
+from .lazy import MISSING, Config, L, LazyCall, is_node, ref
+from .paths import import_path, locate
+from .serialize import format_node, from_container, save, to_container, to_py, to_yaml
+from .validate import validate
+
+__all__ = [
+    "MISSING",
+    "Config",
+    "ConfigError",
+    "InstantiationError",
+    "L",
+    "LazyCall",
+    "compose",
+    "diff",
+    "flatten",
+    "format_node",
+    "from_container",
+    "import_path",
+    "instantiate",
+    "is_node",
+    "load",
+    "locate",
+    "ref",
+    "save",
+    "to_container",
+    "to_py",
+    "to_yaml",
+    "validate",
+]
+
+
+def compose(name: str, overrides: list[str] | tuple[str, ...] = (), **kwargs):
+    """Compose experiment ``name`` (an option of ``conf=``) with Hydra and apply ``overrides``.
+
+    Same semantics as ``python -m lazydet.train conf=NAME OVERRIDES...``; see
+    :func:`lazydet.config.hydra_bridge.compose`.
+    """
+    from .hydra_bridge import compose as _compose
+
+    return _compose(name, list(overrides), **kwargs)

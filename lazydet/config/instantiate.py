@@ -1,0 +1,168 @@
+"""Build objects from config nodes.
+
+A minimal recursive builder over plain dicts and lists: Hydra's ``instantiate`` walks OmegaConf
+nodes and is an order of magnitude slower on model-sized configs (``scripts/bench_config.py``),
+and it turns tuples into lists.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import Any
+
+from .errors import ConfigError, InstantiationError
+from .lazy import ARGS, PARTIAL, REF, TARGET
+from .paths import locate
+from .signature import MISSING_VALUE, signature_of
+
+__all__ = ["instantiate"]
+
+_BUILDING = object()  # memo marker for a node under construction (a reference cycle)
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _plain(cfg: Any) -> Any:
+    """OmegaConf containers become plain Python ones (interpolations resolved)."""
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+    except ImportError:  # pragma: no cover - omegaconf is a core dependency
+        return cfg
+    if isinstance(cfg, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(cfg, resolve=True)
+    return cfg
+
+
+class _Builder:
+    def __init__(self, root: Any, refs: Mapping[str, Any]) -> None:
+        self.root = root
+        self.memo: dict[str, Any] = dict(refs)
+
+    def node_at(self, path: str) -> Any:
+        node = self.root
+        walked = ""
+        for key in path.split("."):
+            if isinstance(node, dict) and key in node:
+                node = node[key]
+            elif isinstance(node, list) and key.isdigit() and int(key) < len(node):
+                node = node[int(key)]
+            else:
+                raise KeyError(walked)
+            walked = _join(walked, key)
+        return node
+
+    def resolve_ref(self, target: str, path: str) -> Any:
+        if target in self.memo:
+            value = self.memo[target]
+            if value is _BUILDING:
+                raise InstantiationError(
+                    f"{path}: ref('{target}') is part of a reference cycle.", path=path
+                )
+            return value
+        try:
+            node = self.node_at(target)
+        except KeyError:
+            raise InstantiationError(
+                f"{path}: ref('{target}') names no key of the config being instantiated. If it "
+                "points outside the node being instantiated, instantiate the whole config or pass "
+                f"refs={{'{target}': obj}}.",
+                path=path,
+            ) from None
+        return self.build(node, target)
+
+    def build(self, node: Any, path: str) -> Any:
+        if isinstance(node, dict):
+            if REF in node:
+                return self.resolve_ref(node[REF], path)
+            if path in self.memo:
+                return self.resolve_ref(path, path)
+            self.memo[path] = _BUILDING
+            target = node.get(TARGET)
+            if target is None:
+                out: Any = {k: self.build(v, _join(path, k)) for k, v in node.items()}
+            else:
+                out = self.call(node, target, path)
+            self.memo[path] = out
+            return out
+        if isinstance(node, list):
+            return [self.build(v, _join(path, str(i))) for i, v in enumerate(node)]
+        if isinstance(node, tuple):
+            return tuple(self.build(v, _join(path, str(i))) for i, v in enumerate(node))
+        if isinstance(node, str) and node == MISSING_VALUE:
+            raise InstantiationError(
+                f"'{path}' is MISSING ('???'): give it a value before instantiating.", path=path
+            )
+        return node
+
+    def call(self, node: dict, target_name: Any, path: str) -> Any:
+        where = path or "<root>"
+        if not isinstance(target_name, str):
+            raise InstantiationError(f"{where}: _target_ must be an import path string.", path=path)
+        try:
+            target = locate(target_name)
+        except ConfigError as e:
+            raise InstantiationError(f"{where}: {e}", path=path) from None
+        args = [self.build(a, _join(path, f"_args_.{i}")) for i, a in enumerate(node.get(ARGS, ()))]
+        kwargs = {
+            k: self.build(v, _join(path, k))
+            for k, v in node.items()
+            if not (k.startswith("_") and k.endswith("_"))
+        }
+        sig = signature_of(target, target_name)
+        if sig is not None and sig.tuple_params:
+            for key in sig.tuple_params.intersection(kwargs):
+                if isinstance(kwargs[key], list):
+                    kwargs[key] = tuple(kwargs[key])
+        if node.get(PARTIAL, False):
+            return functools.partial(target, *args, **kwargs)
+        try:
+            return target(*args, **kwargs)
+        except InstantiationError:
+            raise
+        except Exception as e:
+            raise InstantiationError(
+                f"Building '{where}' ({target_name}) failed: {type(e).__name__}: {e}", path=path
+            ) from e
+
+
+def instantiate(cfg: Any, *, refs: Mapping[str, Any] | None = None, root: Any = None) -> Any:
+    """Build the objects a config describes, recursively.
+
+    Args:
+        cfg: a node (``L(...)`` result), a container of nodes, or an OmegaConf config.
+        refs: already-built objects for ``ref(...)`` targets outside ``cfg``, keyed by config key
+            (``instantiate(cfg.optimizer, refs={"model": model})``).
+        root: the whole config, when ``cfg`` is a part of it and refers to other parts.
+
+    Returns plain Python containers (dicts, lists, tuples) with the built objects inside. Every
+    ``ref`` to the same key gives the same object. Errors name the config key of the failing node.
+    """
+    cfg = _plain(cfg)
+    if root is None:
+        builder = _Builder(cfg, refs or {})
+        return builder.build(cfg, "")
+    builder = _Builder(_plain(root), refs or {})
+    path = _find_path(builder.root, cfg)
+    return builder.build(cfg, path)
+
+
+def _find_path(root: Any, node: Any, prefix: str = "") -> str:
+    """The key of ``node`` inside ``root`` (by identity), for memoising shared objects."""
+    if root is node:
+        return prefix
+    if isinstance(root, dict):
+        for k, v in root.items():
+            if isinstance(v, (dict, list)):
+                found = _find_path(v, node, _join(prefix, k))
+                if found:
+                    return found
+    elif isinstance(root, list):
+        for i, v in enumerate(root):
+            if isinstance(v, (dict, list)):
+                found = _find_path(v, node, _join(prefix, str(i)))
+                if found:
+                    return found
+    return ""
