@@ -1,0 +1,473 @@
+"""RetinaNet (Lin et al., "Focal Loss for Dense Object Detection", 2017): a one-stage detector."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from torchvision.ops import sigmoid_focal_loss
+
+from lazydet.modeling.anchor_generator import DefaultAnchorGenerator
+from lazydet.modeling.backbone.base import Backbone, ShapeSpec
+from lazydet.modeling.box_coder import Box2BoxTransform, BoxRegressionLossType, box_regression_loss
+from lazydet.modeling.matcher import Matcher
+from lazydet.ops.nms import batched_nms
+from lazydet.structures import Boxes, ImageList, Instances, pairwise_iou
+
+RetinaNetLossNormalizer = Literal["ema", "per_image"]
+
+# ImageNet statistics in 0-255 RGB, the convention of torchvision's pretrained backbones.
+IMAGENET_RGB_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_RGB_STD = (58.395, 57.12, 57.375)
+
+
+class RetinaNetHead(nn.Module):
+    """Two conv towers shared by all levels: one predicts class logits, the other box deltas.
+
+    Args:
+        in_channels: channels of every input feature map.
+        num_anchors: anchors per feature map location.
+        num_classes: foreground classes (no background logit: scores are per-class sigmoids).
+        num_convs: 3x3 convs (+ norm) + ReLU in each tower.
+        prior_probability: initial foreground probability of every logit; the classifier's
+            bias starts at ``-log((1 - p) / p)`` so the ~100k background anchors do not swamp
+            the first iterations' loss (Sec. 4.1 of the paper).
+        norm_layer: called with a channel count to build a normalisation layer after each conv
+            (e.g. ``functools.partial(nn.GroupNorm, 32)``), or None for no normalisation (then
+            the convs have a bias).
+    """
+
+    def __init__(
+        self,
+        *,
+        in_channels: int,
+        num_anchors: int,
+        num_classes: int,
+        num_convs: int = 4,
+        prior_probability: float = 0.01,
+        norm_layer: Callable[[int], nn.Module] | None = None,
+    ) -> None:
+        super().__init__()
+        if in_channels <= 0 or num_anchors <= 0 or num_classes <= 0 or num_convs < 0:
+            raise ValueError(
+                "RetinaNetHead needs positive in_channels, num_anchors and num_classes and "
+                f"num_convs >= 0, got in_channels={in_channels}, num_anchors={num_anchors}, "
+                f"num_classes={num_classes}, num_convs={num_convs}."
+            )
+        if not 0.0 < prior_probability < 1.0:
+            raise ValueError(f"prior_probability must be within (0, 1), got {prior_probability}.")
+        self.num_classes = num_classes
+        self.num_anchors = num_anchors
+        self.cls_subnet = self._tower(in_channels, num_convs, norm_layer)
+        self.bbox_subnet = self._tower(in_channels, num_convs, norm_layer)
+        self.cls_score = nn.Conv2d(in_channels, num_anchors * num_classes, 3, padding=1)
+        self.bbox_pred = nn.Conv2d(in_channels, num_anchors * 4, 3, padding=1)
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.normal_(module.weight, std=0.01)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        nn.init.constant_(
+            self.cls_score.bias, -math.log((1 - prior_probability) / prior_probability)
+        )
+
+    @staticmethod
+    def _tower(
+        channels: int, num_convs: int, norm_layer: Callable[[int], nn.Module] | None
+    ) -> nn.Sequential:
+        layers: list[nn.Module] = []
+        for _ in range(num_convs):
+            layers.append(nn.Conv2d(channels, channels, 3, padding=1, bias=norm_layer is None))
+            if norm_layer is not None:
+                layers.append(norm_layer(channels))
+            layers.append(nn.ReLU())
+        return nn.Sequential(*layers)
+
+    def forward(self, features: Sequence[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+        """Per level: logits ``[B, A * num_classes, H, W]`` and deltas ``[B, A * 4, H, W]``."""
+        logits = [self.cls_score(self.cls_subnet(feature)) for feature in features]
+        deltas = [self.bbox_pred(self.bbox_subnet(feature)) for feature in features]
+        return logits, deltas
+
+
+def _flatten_per_anchor(prediction: Tensor, values_per_anchor: int) -> Tensor:
+    """``[B, A * k, H, W]`` -> ``[B, H * W * A, k]``, the order of the generated anchors."""
+    batch, _, height, width = prediction.shape
+    prediction = prediction.reshape(batch, -1, values_per_anchor, height, width)
+    return prediction.permute(0, 3, 4, 1, 2).reshape(batch, -1, values_per_anchor)
+
+
+def _with_top_block(
+    input_shape: dict[str, ShapeSpec], top_block: nn.Module | None
+) -> dict[str, ShapeSpec]:
+    """The backbone's levels plus those ``top_block`` adds after its input level ``pK``."""
+    if top_block is None:
+        return dict(input_shape)
+    source = getattr(top_block, "in_feature", None)
+    if source not in input_shape or not str(source).startswith("p"):
+        raise ValueError(
+            f"RetinaNet top_block.in_feature={source!r} must name a pyramid level of the backbone "
+            f"outputs {sorted(input_shape)}, e.g. 'p5'."
+        )
+    spec = input_shape[source]
+    channels = top_block.p7.out_channels if hasattr(top_block, "p7") else spec.channels
+    level = int(source[1:])
+    extra = {
+        f"p{level + i + 1}": ShapeSpec(channels=channels, stride=spec.stride * 2 ** (i + 1))
+        for i in range(top_block.num_levels)
+    }
+    return {**input_shape, **extra}
+
+
+class RetinaNet(nn.Module):
+    """RetinaNet: backbone, dense head over anchors, focal loss, per-class NMS.
+
+    Inputs are ``list[dict]``: ``image`` a ``[C, H, W]`` tensor (0-255, in the channel order of
+    ``pixel_mean``), in training ``instances`` with ``gt_boxes`` (``Boxes``, XYXY pixels of the
+    given image) and ``gt_classes`` (int64 in ``[0, num_classes)``), and optionally ``height`` /
+    ``width``: the size to report detections at (the original image before resizing).
+
+    Training returns ``{"loss_cls", "loss_box_reg"}``; inference returns per image
+    ``{"instances": Instances(pred_boxes=Boxes, scores=Tensor, pred_classes=Tensor)}``.
+
+    Args:
+        backbone: feature extractor; its ``output_shape()`` sizes the head and gives the strides.
+        head_in_features: feature names the head runs on, e.g. ``["p3", "p4", "p5", "p6", "p7"]``.
+        anchor_generator: anchors per level.
+        num_classes: number of foreground classes.
+        head: a class or ``functools.partial`` called as ``head(in_channels=, num_anchors=,
+            num_classes=)``, or a built module with ``RetinaNetHead``'s output layout.
+        anchor_matcher: default IoU ``< 0.4`` background, ``>= 0.5`` foreground, plus each box's
+            best anchors (torchvision and Detectron2 defaults).
+        box2box_transform: default weights ``(1, 1, 1, 1)``.
+        focal_loss_alpha, focal_loss_gamma: focal loss parameters.
+        box_reg_loss_type: ``"smooth_l1"`` on deltas or ``"giou"`` on decoded boxes.
+        smooth_l1_beta: 0.1 in Detectron2; 0 (plain L1) in torchvision.
+        loss_normalizer: ``"ema"`` divides the batch's summed losses by a moving average
+            (momentum ``loss_normalizer_momentum``, starting at 100) of the number of foreground
+            anchors per batch (Detectron2); ``"per_image"`` divides each image's loss by its own
+            number of foreground anchors and averages over images (torchvision).
+        score_threshold: candidates need a class probability above this.
+        topk_candidates: candidates kept per level (highest scores) before NMS.
+        nms_threshold: IoU threshold of the per-class NMS.
+        max_detections_per_image: detections kept per image.
+        pixel_mean, pixel_std: per-channel normalisation of the input images.
+        top_block: extra pyramid levels computed by the detector from one backbone output, e.g.
+            ``LastLevelP6P7(in_feature="p5", ...)`` adds ``p6`` and ``p7`` (replacing the
+            backbone's own ``p6``). It lets RetinaNet's ``p3..p7`` sit on any backbone option of
+            the ``p2..p6`` contract (ResNet+FPN or ViT+SimpleFeaturePyramid) without a RetinaNet
+            variant of each; it is torchvision's ``retinanet_resnet50_fpn`` layout (P6 from P5).
+    """
+
+    def __init__(
+        self,
+        *,
+        backbone: Backbone,
+        head_in_features: Sequence[str],
+        anchor_generator: DefaultAnchorGenerator,
+        num_classes: int,
+        head: Callable[..., nn.Module] | nn.Module = RetinaNetHead,
+        anchor_matcher: Matcher | None = None,
+        box2box_transform: Box2BoxTransform | None = None,
+        focal_loss_alpha: float = 0.25,
+        focal_loss_gamma: float = 2.0,
+        box_reg_loss_type: BoxRegressionLossType = "smooth_l1",
+        smooth_l1_beta: float = 0.1,
+        loss_normalizer: RetinaNetLossNormalizer = "ema",
+        loss_normalizer_momentum: float = 0.9,
+        score_threshold: float = 0.05,
+        topk_candidates: int = 1000,
+        nms_threshold: float = 0.5,
+        max_detections_per_image: int = 100,
+        pixel_mean: Sequence[float] = IMAGENET_RGB_MEAN,
+        pixel_std: Sequence[float] = IMAGENET_RGB_STD,
+        top_block: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        input_shape = _with_top_block(backbone.output_shape(), top_block)
+        head_in_features = list(head_in_features)
+        missing = [name for name in head_in_features if name not in input_shape]
+        if not head_in_features or missing:
+            raise ValueError(
+                f"RetinaNet head_in_features {head_in_features} must be non-empty names among "
+                f"the backbone outputs {sorted(input_shape)}; missing {missing}."
+            )
+        channels = {input_shape[name].channels for name in head_in_features}
+        if len(channels) != 1:
+            raise ValueError(
+                "RetinaNet shares one head across levels, so all head_in_features need the same "
+                f"channel count; got { {n: input_shape[n].channels for n in head_in_features} }."
+            )
+        if anchor_generator.num_levels not in (1, len(head_in_features)):
+            raise ValueError(
+                f"anchor_generator has sizes for {anchor_generator.num_levels} levels but "
+                f"RetinaNet runs on {len(head_in_features)} head_in_features."
+            )
+        if len(set(anchor_generator.num_cell_anchors)) != 1:
+            raise ValueError(
+                "RetinaNet shares one head across levels, so every level needs the same number "
+                f"of anchors per location; got {anchor_generator.num_cell_anchors}."
+            )
+        if loss_normalizer not in ("ema", "per_image"):
+            raise ValueError(
+                f"loss_normalizer must be 'ema' or 'per_image', got {loss_normalizer!r}."
+            )
+        if box_reg_loss_type not in ("smooth_l1", "giou"):
+            raise ValueError(
+                f"box_reg_loss_type must be 'smooth_l1' or 'giou', got {box_reg_loss_type!r}."
+            )
+        if len(pixel_mean) != len(pixel_std):
+            raise ValueError(
+                f"pixel_mean ({len(pixel_mean)} values) and pixel_std ({len(pixel_std)}) must "
+                "have one value per image channel."
+            )
+        self.backbone = backbone
+        self.top_block = top_block
+        self.head_in_features = head_in_features
+        self.strides = [input_shape[name].stride for name in head_in_features]
+        self.anchor_generator = anchor_generator
+        self.num_classes = num_classes
+        self.head = (
+            head
+            if isinstance(head, nn.Module)
+            else head(
+                in_channels=channels.pop(),
+                num_anchors=anchor_generator.num_cell_anchors[0],
+                num_classes=num_classes,
+            )
+        )
+        self.anchor_matcher = anchor_matcher or Matcher(
+            thresholds=[0.4, 0.5], labels=[0, -1, 1], allow_low_quality_matches=True
+        )
+        self.box2box_transform = box2box_transform or Box2BoxTransform(weights=(1.0, 1.0, 1.0, 1.0))
+        self.focal_loss_alpha = focal_loss_alpha
+        self.focal_loss_gamma = focal_loss_gamma
+        self.box_reg_loss_type = box_reg_loss_type
+        self.smooth_l1_beta = smooth_l1_beta
+        self.loss_normalizer = loss_normalizer
+        self.loss_normalizer_momentum = loss_normalizer_momentum
+        # Running number of foreground anchors per batch; 100 is a typical early-training value,
+        # so the first iterations are neither over- nor under-weighted.
+        self.foreground_ema = 100.0
+        self.score_threshold = score_threshold
+        self.topk_candidates = topk_candidates
+        self.nms_threshold = nms_threshold
+        self.max_detections_per_image = max_detections_per_image
+        self.register_buffer(
+            "pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False
+        )
+        self.register_buffer(
+            "pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    def preprocess_image(self, batched_inputs: Sequence[Mapping[str, Any]]) -> ImageList:
+        """Normalise the images and pad them into one batch (size divisible as the backbone needs)."""
+        images = []
+        for index, inputs in enumerate(batched_inputs):
+            if "image" not in inputs:
+                raise ValueError(f"RetinaNet input {index} has no 'image' entry.")
+            image = inputs["image"].to(self.device, torch.float32)
+            images.append((image - self.pixel_mean) / self.pixel_std)
+        return ImageList.from_tensors(images, self.backbone.size_divisibility)
+
+    def forward(
+        self, batched_inputs: Sequence[Mapping[str, Any]]
+    ) -> dict[str, Tensor] | list[dict[str, Instances]]:
+        images = self.preprocess_image(batched_inputs)
+        features = self.backbone(images.tensor)
+        if self.top_block is not None:
+            extra = self.top_block(features[self.top_block.in_feature])
+            first = int(self.top_block.in_feature[1:]) + 1
+            features = {**features, **{f"p{first + i}": x for i, x in enumerate(extra)}}
+        level_features = [features[name] for name in self.head_in_features]
+        anchors = self.anchor_generator(level_features, self.strides)
+        level_logits, level_deltas = self.head(level_features)
+        level_logits = [_flatten_per_anchor(x, self.num_classes) for x in level_logits]
+        level_deltas = [_flatten_per_anchor(x, 4) for x in level_deltas]
+        for level, (logits, deltas, level_anchors) in enumerate(
+            zip(level_logits, level_deltas, anchors)
+        ):
+            if logits.shape[1] != len(level_anchors) or deltas.shape[1] != len(level_anchors):
+                raise ValueError(
+                    f"RetinaNet head predicts {logits.shape[1]} class and {deltas.shape[1]} box "
+                    f"outputs on level {level} for {len(level_anchors)} anchors; the head needs "
+                    "num_anchors = the anchor generator's num_cell_anchors and num_classes = "
+                    f"{self.num_classes}."
+                )
+
+        if self.training:
+            if any("instances" not in inputs for inputs in batched_inputs):
+                raise ValueError("RetinaNet in training mode needs 'instances' in every input.")
+            gt_instances = [inputs["instances"].to(self.device) for inputs in batched_inputs]
+            gt_classes, matched_gt_boxes = self.label_anchors(anchors, gt_instances)
+            return self.losses(anchors, level_logits, level_deltas, gt_classes, matched_gt_boxes)
+
+        results = self.inference(anchors, level_logits, level_deltas, images.image_sizes)
+        outputs = []
+        for result, inputs, image_size in zip(results, batched_inputs, images.image_sizes):
+            height = int(inputs.get("height", image_size[0]))
+            width = int(inputs.get("width", image_size[1]))
+            outputs.append({"instances": _rescale_detections(result, (height, width))})
+        return outputs
+
+    @torch.no_grad()
+    def label_anchors(
+        self, anchors: Sequence[Boxes], gt_instances: Sequence[Instances]
+    ) -> tuple[Tensor, Tensor]:
+        """Class target of every anchor (all levels concatenated).
+
+        Returns:
+            ``gt_classes``: ``[B, R]`` int64: a class in ``[0, num_classes)`` for foreground,
+            ``num_classes`` for background, ``-1`` for ignored anchors; ``matched_gt_boxes``:
+            ``[B, R, 4]`` the matched ground-truth box (meaningful for foreground).
+        """
+        all_anchors = Boxes.cat(list(anchors))
+        classes_per_image, boxes_per_image = [], []
+        for instances in gt_instances:
+            if not (instances.has("gt_boxes") and instances.has("gt_classes")):
+                raise ValueError("RetinaNet training needs gt_boxes and gt_classes in instances.")
+            matched_idxs, labels = self.anchor_matcher(
+                pairwise_iou(instances.gt_boxes, all_anchors)
+            )
+            if len(instances) > 0:
+                gt_classes = instances.gt_classes.to(torch.int64)[matched_idxs]
+                matched = instances.gt_boxes.tensor[matched_idxs]
+            else:
+                gt_classes = torch.zeros_like(matched_idxs)
+                matched = torch.zeros_like(all_anchors.tensor)
+            gt_classes[labels == 0] = self.num_classes
+            gt_classes[labels == -1] = -1
+            classes_per_image.append(gt_classes)
+            boxes_per_image.append(matched)
+        return torch.stack(classes_per_image), torch.stack(boxes_per_image)
+
+    def losses(
+        self,
+        anchors: Sequence[Boxes],
+        level_logits: Sequence[Tensor],
+        level_deltas: Sequence[Tensor],
+        gt_classes: Tensor,
+        matched_gt_boxes: Tensor,
+    ) -> dict[str, Tensor]:
+        """Focal loss over non-ignored anchors and box regression loss over foreground anchors.
+
+        Args:
+            anchors: per level, ``Boxes`` of ``R_l`` anchors.
+            level_logits: per level, ``[B, R_l, num_classes]`` class logits.
+            level_deltas: per level, ``[B, R_l, 4]`` predicted deltas.
+            gt_classes, matched_gt_boxes: from ``label_anchors``.
+        """
+        logits = torch.cat(list(level_logits), dim=1)
+        deltas = torch.cat(list(level_deltas), dim=1)
+        all_anchors = Boxes.cat(list(anchors)).tensor
+        valid = gt_classes >= 0
+        foreground = valid & (gt_classes != self.num_classes)
+        # One-hot with an extra background column that is then dropped: background anchors
+        # have all-zero targets.
+        targets = torch.nn.functional.one_hot(
+            gt_classes.clamp(min=0), num_classes=self.num_classes + 1
+        )[..., : self.num_classes].to(logits.dtype)
+
+        loss_cls_per_image, loss_box_per_image = [], []
+        for image in range(gt_classes.shape[0]):
+            image_valid, image_fg = valid[image], foreground[image]
+            loss_cls_per_image.append(
+                sigmoid_focal_loss(
+                    logits[image][image_valid],
+                    targets[image][image_valid],
+                    alpha=self.focal_loss_alpha,
+                    gamma=self.focal_loss_gamma,
+                    reduction="sum",
+                )
+            )
+            loss_box_per_image.append(
+                box_regression_loss(
+                    box2box_transform=self.box2box_transform,
+                    anchors=all_anchors[image_fg],
+                    pred_deltas=deltas[image][image_fg],
+                    gt_boxes=matched_gt_boxes[image][image_fg],
+                    loss_type=self.box_reg_loss_type,
+                    smooth_l1_beta=self.smooth_l1_beta,
+                )
+            )
+        loss_cls = torch.stack(loss_cls_per_image)
+        loss_box = torch.stack(loss_box_per_image)
+        if self.loss_normalizer == "per_image":
+            per_image = foreground.sum(dim=1).clamp(min=1).to(logits.dtype)
+            return {
+                "loss_cls": (loss_cls / per_image).mean(),
+                "loss_box_reg": (loss_box / per_image).mean(),
+            }
+        num_foreground = max(int(foreground.sum()), 1)
+        momentum = self.loss_normalizer_momentum
+        self.foreground_ema = momentum * self.foreground_ema + (1 - momentum) * num_foreground
+        return {
+            "loss_cls": loss_cls.sum() / self.foreground_ema,
+            "loss_box_reg": loss_box.sum() / self.foreground_ema,
+        }
+
+    @torch.no_grad()
+    def inference(
+        self,
+        anchors: Sequence[Boxes],
+        level_logits: Sequence[Tensor],
+        level_deltas: Sequence[Tensor],
+        image_sizes: Sequence[tuple[int, int]],
+    ) -> list[Instances]:
+        """Detections per image, in the coordinates of the (resized, unpadded) input image.
+
+        Per level, the ``topk_candidates`` (anchor, class) pairs with probability above
+        ``score_threshold`` are decoded and clipped to the image; then per-class NMS over all
+        levels keeps the best ``max_detections_per_image``.
+        """
+        results = []
+        for image, image_size in enumerate(image_sizes):
+            boxes_all, scores_all, classes_all = [], [], []
+            for level_anchors, logits, deltas in zip(anchors, level_logits, level_deltas):
+                scores = logits[image].sigmoid().flatten()
+                candidate_idxs = torch.nonzero(scores > self.score_threshold).squeeze(1)
+                scores = scores[candidate_idxs]
+                scores, order = scores.topk(min(self.topk_candidates, scores.numel()))
+                candidate_idxs = candidate_idxs[order]
+                anchor_idxs = candidate_idxs // self.num_classes
+                boxes = self.box2box_transform.apply_deltas(
+                    deltas[image][anchor_idxs], level_anchors.tensor[anchor_idxs]
+                )
+                boxes_all.append(Boxes(boxes).clip(image_size).tensor)
+                scores_all.append(scores)
+                classes_all.append(candidate_idxs % self.num_classes)
+            boxes, scores, classes = (
+                torch.cat(boxes_all),
+                torch.cat(scores_all),
+                torch.cat(classes_all),
+            )
+            keep = batched_nms(
+                boxes, scores, classes, self.nms_threshold, max_keep=self.max_detections_per_image
+            )
+            results.append(
+                Instances(
+                    image_size,
+                    pred_boxes=Boxes(boxes[keep]),
+                    scores=scores[keep],
+                    pred_classes=classes[keep],
+                )
+            )
+        return results
+
+
+def _rescale_detections(detections: Instances, output_size: tuple[int, int]) -> Instances:
+    """Detections of an image of ``detections.image_size`` scaled to ``output_size`` (h, w)."""
+    height, width = detections.image_size
+    boxes = detections.pred_boxes.clone()
+    boxes.scale(output_size[1] / width, output_size[0] / height)
+    boxes.clip(output_size)
+    fields = {**detections.get_fields(), "pred_boxes": boxes}
+    rescaled = Instances(output_size, **fields)
+    return rescaled[boxes.nonempty()]
