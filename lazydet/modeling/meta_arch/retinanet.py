@@ -14,7 +14,7 @@ from lazydet.modeling.anchor_generator import DefaultAnchorGenerator
 from lazydet.modeling.backbone.base import Backbone, ShapeSpec
 from lazydet.modeling.box_coder import Box2BoxTransform, BoxRegressionLossType, box_regression_loss
 from lazydet.modeling.matcher import Matcher
-from lazydet.ops.nms import batched_nms
+from lazydet.ops import batched_nms
 from lazydet.structures import Boxes, ImageList, Instances, pairwise_iou
 
 RetinaNetLossNormalizer = Literal["ema", "per_image"]

@@ -15,7 +15,7 @@ from lazydet.modeling.backbone.base import ShapeSpec
 from lazydet.modeling.box_coder import Box2BoxTransform, BoxRegressionLossType, box_regression_loss
 from lazydet.modeling.matcher import Matcher
 from lazydet.modeling.sampling import subsample_labels
-from lazydet.ops.nms import batched_nms
+from lazydet.ops import batched_nms
 from lazydet.structures import Boxes, ImageList, Instances, pairwise_iou
 
 LossNormalizer = Literal["batch_size", "num_sampled"]
