@@ -32,7 +32,7 @@ def detection_dataloader(
                 filter_empty=True,
             ),
             total_batch_size=total_batch_size,
-            num_workers=4,
+            num_workers="${dataset.num_workers}",
             seed=0,
         ),
         test=L(build_test_loader)(

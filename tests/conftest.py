@@ -6,14 +6,14 @@ import os
 import sys
 from pathlib import Path
 
-import pytest
-import torch
-
 # Without a GPU, lazydet's Triton kernels can only run in Triton's interpreter. Triton reads the
-# variable when a kernel is defined, i.e. when lazydet.kernels is first imported, which may
-# happen while any test module is collected: so it is set here, at the root, before collection.
-if not torch.cuda.is_available():
+# variable when it is first imported (torch and torchvision may import it), so it is set here,
+# before anything imports torch. The GPU check looks for the NVIDIA driver's device node rather
+# than asking torch, for that reason.
+if not Path("/dev/nvidiactl").exists():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = REPO_ROOT / "tests" / "fixtures"

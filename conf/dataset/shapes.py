@@ -9,4 +9,5 @@ dataset = dict(
     train_short_edge=[112, 128, 144],
     test_short_edge=128,
     max_size=256,
+    num_workers=2,  # small images decode fast; more workers only cost memory
 )

@@ -8,4 +8,5 @@ dataset = dict(
     train_short_edge=[480, 512, 544, 576, 608, 640, 672, 704, 736, 768, 800],
     test_short_edge=800,
     max_size=1333,
+    num_workers=4,
 )

@@ -162,3 +162,19 @@ def test_multirun_with_submitit_local(fixture_conf, tmp_path):
     assert sorted(c.optimizer.lr for c in configs) == [0.01, 0.02]
     assert all(c.model.backbone._target_ == "toy_modules.MLPBackbone" for c in configs)
     assert list(tmp_path.glob("multirun/*/*/.submitit"))  # the jobs really went through submitit
+
+
+def test_import_error_in_an_experiment_is_one_message(fixture_conf, tmp_path, monkeypatch, capsys):
+    from lazydet.train import main
+
+    user = tmp_path / "conf"
+    user.mkdir()
+    (user / "broken.py").write_text("import no_such_module_abc\nx = 1\n")
+    monkeypatch.setenv("LAZYDET_CONFIG_PATH", f"{user}:{fixture_conf}")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["conf=broken"])
+    assert exit_info.value.code == 2
+    stderr = capsys.readouterr().err
+    assert "Error in config file" in stderr and "broken.py, line 1: ModuleNotFoundError" in stderr
+    assert "Traceback" not in stderr

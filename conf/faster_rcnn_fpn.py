@@ -1,0 +1,47 @@
+"""Faster R-CNN on a p2..p6 backbone (Detectron2's COCO recipe)."""
+
+from lazydet.config import MISSING, L
+from lazydet.modeling.anchor_generator import DefaultAnchorGenerator
+from lazydet.modeling.meta_arch import GeneralizedRCNN
+from lazydet.modeling.proposal import RPN, StandardRPNHead
+from lazydet.modeling.roi_heads import FastRCNNConvFCHead, FastRCNNOutputLayers, StandardROIHeads
+
+from ._dataloader import detection_dataloader
+
+defaults = {
+    "model/backbone": "resnet50",
+    "dataset": "coco2017",
+    "optimizer": "sgd",
+    "schedule": "1x",
+}
+
+# Heads are factories (_partial_=True): the model builds them with the backbone's output shape,
+# so no channel count, stride or pooler scale is written here.
+model = L(GeneralizedRCNN)(
+    backbone=MISSING,
+    proposal_generator=L(RPN)(
+        in_features=["p2", "p3", "p4", "p5", "p6"],
+        # One size per level (4x the level's stride... 32 at p2 up to 512 at p6), three ratios.
+        anchor_generator=L(DefaultAnchorGenerator)(
+            sizes=[[32], [64], [128], [256], [512]], aspect_ratios=[0.5, 1.0, 2.0]
+        ),
+        head=L(StandardRPNHead)(_partial_=True),
+        pre_nms_topk_train=2000,
+        pre_nms_topk_test=1000,
+        post_nms_topk_train=1000,
+        post_nms_topk_test=1000,
+        _partial_=True,
+    ),
+    roi_heads=L(StandardROIHeads)(
+        num_classes="${dataset.num_classes}",
+        in_features=["p2", "p3", "p4", "p5"],
+        box_head=L(FastRCNNConvFCHead)(fc_dims=[1024, 1024], _partial_=True),
+        box_predictor=L(FastRCNNOutputLayers)(_partial_=True),
+        batch_size_per_image=512,
+        positive_fraction=0.25,
+        _partial_=True,
+    ),
+)
+
+dataloader = detection_dataloader()
+train = dict(init_checkpoint=None, seed=0)

@@ -1,0 +1,214 @@
+"""Generalized R-CNN: backbone -> proposals -> ROI heads. Faster, Mask and Keypoint R-CNN are this
+one class with different ``roi_heads`` (box only, + mask head, + keypoint head)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from lazydet.modeling.backbone.base import Backbone
+from lazydet.modeling.postprocessing import detector_postprocess
+from lazydet.structures import ImageList, Instances
+
+# ImageNet statistics in 0-255 RGB, the convention of torchvision's pretrained backbones.
+IMAGENET_RGB_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_RGB_STD = (58.395, 57.12, 57.375)
+
+InputFormat = Literal["RGB", "BGR"]
+
+
+def build_from_backbone(
+    part: nn.Module | Callable[..., nn.Module] | None, what: str, backbone: Backbone
+) -> nn.Module | None:
+    """``part`` as is when it is a module (or None), else ``part(input_shape=backbone.output_shape())``.
+
+    This is how a config that is written before the backbone exists sizes the heads from it:
+    ``roi_heads=L(StandardROIHeads)(num_classes=80, _partial_=True)`` instantiates to a
+    ``functools.partial`` that receives the shapes here.
+    """
+    if part is None or isinstance(part, nn.Module):
+        return part
+    if not callable(part):
+        raise TypeError(
+            f"GeneralizedRCNN {what} must be an nn.Module or a callable taking input_shape (a "
+            f"class or functools.partial, e.g. L(...)(..., _partial_=True)), got "
+            f"{type(part).__name__}."
+        )
+    module = part(input_shape=backbone.output_shape())
+    if not isinstance(module, nn.Module):
+        raise TypeError(
+            f"GeneralizedRCNN {what} factory returned {type(module).__name__}, not a module."
+        )
+    return module
+
+
+class GeneralizedRCNN(nn.Module):
+    """Two-stage detector: a backbone, a proposal generator and ROI heads.
+
+    Inputs are ``list[dict]``, one per image:
+
+    * ``image``: ``[3, H, W]`` tensor, 0-255 values (uint8 or float), RGB channel order;
+    * ``instances`` (training): ``Instances`` with ``gt_boxes`` (``Boxes``, XYXY pixels of
+      ``image``), ``gt_classes`` (int64 in ``[0, num_classes)``) and, for the branches the ROI
+      heads have, ``gt_masks`` (``BitMasks``/``PolygonMasks``) and ``gt_keypoints``
+      (``Keypoints``);
+    * ``height``, ``width`` (optional): the size to report detections at, i.e. the original image
+      before the data pipeline resized it (default: the size of ``image``);
+    * ``proposals`` (only when ``proposal_generator`` is None): precomputed
+      ``Instances(proposal_boxes, objectness_logits)`` in ``image`` coordinates.
+
+    Training returns ``dict[str, Tensor]`` of losses (the proposal generator's and the ROI
+    heads'). Inference returns per image ``{"instances": Instances(pred_boxes, scores,
+    pred_classes[, pred_masks][, pred_keypoints])}`` in the coordinates of the ``height x width``
+    image: ``pred_masks`` are ``[D, height, width]`` bool (pasted and thresholded at
+    ``mask_threshold``), or float probabilities when ``mask_threshold`` is None;
+    ``pred_keypoints`` are ``[D, K, 3]`` ``(x, y, score)``.
+
+    Args:
+        backbone: image batch -> named feature maps, described by ``output_shape()``.
+        proposal_generator: e.g. ``RPN``; a module, or a factory called as
+            ``proposal_generator(input_shape=backbone.output_shape())``; None to read
+            ``proposals`` from the inputs.
+        roi_heads: e.g. ``StandardROIHeads``; a module, or a factory called as
+            ``roi_heads(input_shape=backbone.output_shape())``.
+        pixel_mean, pixel_std: per-channel normalisation, in ``input_format`` channel order.
+        input_format: the channel order the backbone's weights expect. Inputs are always RGB;
+            ``"BGR"`` flips them before normalising (Detectron2's Caffe2-converted weights).
+        mask_threshold: probability at which pasted masks are binarised (None: keep floats).
+    """
+
+    def __init__(
+        self,
+        *,
+        backbone: Backbone,
+        proposal_generator: nn.Module | Callable[..., nn.Module] | None,
+        roi_heads: nn.Module | Callable[..., nn.Module],
+        pixel_mean: Sequence[float] = IMAGENET_RGB_MEAN,
+        pixel_std: Sequence[float] = IMAGENET_RGB_STD,
+        input_format: InputFormat = "RGB",
+        mask_threshold: float | None = 0.5,
+    ) -> None:
+        super().__init__()
+        if not isinstance(backbone, nn.Module) or not hasattr(backbone, "output_shape"):
+            raise TypeError(
+                "GeneralizedRCNN backbone must be a Backbone module with output_shape(), got "
+                f"{type(backbone).__name__}."
+            )
+        if input_format not in ("RGB", "BGR"):
+            raise ValueError(f"input_format must be 'RGB' or 'BGR', got {input_format!r}.")
+        if len(pixel_mean) != len(pixel_std) or any(s <= 0 for s in pixel_std):
+            raise ValueError(
+                f"pixel_mean ({len(pixel_mean)} values) and pixel_std ({len(pixel_std)}) need one "
+                "value per image channel, and pixel_std must be positive."
+            )
+        if roi_heads is None:
+            raise ValueError("GeneralizedRCNN needs roi_heads (e.g. StandardROIHeads).")
+        self.backbone = backbone
+        self.proposal_generator = build_from_backbone(
+            proposal_generator, "proposal_generator", backbone
+        )
+        self.roi_heads = build_from_backbone(roi_heads, "roi_heads", backbone)
+        self.input_format = input_format
+        self.mask_threshold = mask_threshold
+        self.register_buffer(
+            "pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False
+        )
+        self.register_buffer(
+            "pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    def preprocess_image(self, batched_inputs: Sequence[Mapping[str, Any]]) -> ImageList:
+        """Normalise the images and pad them into one batch (size divisible as the backbone needs)."""
+        if isinstance(batched_inputs, Mapping) or len(batched_inputs) == 0:
+            raise ValueError(
+                "GeneralizedRCNN takes a non-empty list of dicts, one per image, each with an "
+                "'image' tensor [3, H, W]."
+            )
+        images = []
+        for index, inputs in enumerate(batched_inputs):
+            image = inputs.get("image") if isinstance(inputs, Mapping) else None
+            if not isinstance(image, Tensor) or image.dim() != 3:
+                raise ValueError(
+                    f"GeneralizedRCNN input {index} needs an 'image' tensor [C, H, W], got "
+                    f"{getattr(image, 'shape', type(image).__name__)}."
+                )
+            if image.shape[0] != self.pixel_mean.shape[0]:
+                raise ValueError(
+                    f"GeneralizedRCNN input {index} has {image.shape[0]} channels but pixel_mean "
+                    f"has {self.pixel_mean.shape[0]} values."
+                )
+            image = image.to(self.device, torch.float32)
+            if self.input_format == "BGR":
+                image = image.flip(0)
+            images.append((image - self.pixel_mean) / self.pixel_std)
+        return ImageList.from_tensors(images, self.backbone.size_divisibility)
+
+    def forward(
+        self, batched_inputs: Sequence[Mapping[str, Any]]
+    ) -> dict[str, Tensor] | list[dict[str, Instances]]:
+        if not self.training:
+            return self.inference(batched_inputs)
+        images = self.preprocess_image(batched_inputs)
+        if any("instances" not in inputs for inputs in batched_inputs):
+            raise ValueError(
+                "GeneralizedRCNN in training mode needs 'instances' (gt_boxes, gt_classes, ...) "
+                "in every input dict."
+            )
+        gt_instances = [inputs["instances"].to(self.device) for inputs in batched_inputs]
+        features = self.backbone(images.tensor)
+        proposals, proposal_losses = self._proposals(batched_inputs, images, features, gt_instances)
+        _, detector_losses = self.roi_heads(images, features, proposals, gt_instances)
+        overlap = set(proposal_losses) & set(detector_losses)
+        if overlap:
+            raise ValueError(
+                f"proposal generator and ROI heads both return losses {sorted(overlap)}."
+            )
+        return {**proposal_losses, **detector_losses}
+
+    @torch.no_grad()
+    def inference(
+        self, batched_inputs: Sequence[Mapping[str, Any]], *, do_postprocess: bool = True
+    ) -> list[dict[str, Instances]]:
+        """Detections per image: at the inputs' ``height``/``width`` when ``do_postprocess``,
+        else in the coordinates of the (resized) input image with box-relative masks."""
+        images = self.preprocess_image(batched_inputs)
+        features = self.backbone(images.tensor)
+        proposals, _ = self._proposals(batched_inputs, images, features, None)
+        detections, _ = self.roi_heads(images, features, proposals, None)
+        if not do_postprocess:
+            return [{"instances": d} for d in detections]
+        outputs = []
+        for result, inputs, image_size in zip(detections, batched_inputs, images.image_sizes):
+            height = int(inputs.get("height", image_size[0]))
+            width = int(inputs.get("width", image_size[1]))
+            outputs.append(
+                {
+                    "instances": detector_postprocess(
+                        result, height, width, mask_threshold=self.mask_threshold
+                    )
+                }
+            )
+        return outputs
+
+    def _proposals(
+        self,
+        batched_inputs: Sequence[Mapping[str, Any]],
+        images: ImageList,
+        features: Mapping[str, Tensor],
+        gt_instances: Sequence[Instances] | None,
+    ) -> tuple[list[Instances], dict[str, Tensor]]:
+        if self.proposal_generator is not None:
+            return self.proposal_generator(images, features, gt_instances)
+        if any("proposals" not in inputs for inputs in batched_inputs):
+            raise ValueError(
+                "GeneralizedRCNN without a proposal_generator needs precomputed 'proposals' "
+                "(Instances with proposal_boxes) in every input dict."
+            )
+        return [inputs["proposals"].to(self.device) for inputs in batched_inputs], {}

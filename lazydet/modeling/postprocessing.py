@@ -1,0 +1,137 @@
+"""Detections from the network's input resolution back to the original image.
+
+A model sees an image resized (and padded) for the network; its detections are reported at the
+size the input dict names (``height``/``width``, the image as it was loaded). ``detector_postprocess``
+rescales boxes and keypoints and pastes the box-relative masks into full image masks.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lazydet.structures import Instances
+
+
+def paste_masks_in_image(
+    masks: Tensor, boxes: Tensor, image_size: tuple[int, int], *, padding: int = 1
+) -> Tensor:
+    """Paste ``M x M`` box-relative masks into ``height x width`` images, as torchvision does.
+
+    Each mask is first padded with ``padding`` zero pixels on every side and its box grown by the
+    same relative amount (``(M + 2 * padding) / M``, around the box centre), so the bilinear
+    resize fades to 0 at the box border instead of stretching the edge values outwards. The grown
+    box is truncated to integer pixels (towards zero) and the mask resized (bilinear,
+    ``align_corners=False``) to ``(y2 - y1 + 1) x (x2 - x1 + 1)`` pixels and written at
+    ``[y1, y2] x [x1, x2]`` (inclusive), clipped to the image. This reproduces
+    ``torchvision.models.detection.roi_heads.paste_masks_in_image`` value for value (it is the
+    reference in the tests); Detectron2 instead samples the mask at every pixel centre with
+    ``grid_sample``, which differs by up to a pixel at the borders.
+
+    Args:
+        masks: ``[N, M, M]`` float values (probabilities) over each box.
+        boxes: ``[N, 4]`` XYXY pixels of the output image.
+        image_size: ``(height, width)`` of the output.
+        padding: zero pixels added around each mask before resizing.
+
+    Returns:
+        ``[N, height, width]`` in ``masks``' dtype (0 outside the boxes).
+    """
+    if masks.dim() != 3 or masks.shape[1] != masks.shape[2]:
+        raise ValueError(
+            f"paste_masks_in_image: masks must be [N, M, M], got {tuple(masks.shape)}."
+        )
+    if boxes.shape != (masks.shape[0], 4):
+        raise ValueError(
+            f"paste_masks_in_image: boxes must be [{masks.shape[0]}, 4] (one per mask), got "
+            f"{tuple(boxes.shape)}."
+        )
+    if padding < 0:
+        raise ValueError(f"paste_masks_in_image: padding must be >= 0, got {padding}.")
+    height, width = (int(s) for s in image_size)
+    mask_size = masks.shape[-1]
+    pasted = masks.new_zeros((masks.shape[0], height, width))
+    if masks.shape[0] == 0:
+        return pasted
+    padded = F.pad(masks, (padding,) * 4)
+    scale = (mask_size + 2 * padding) / mask_size
+    # The same arithmetic (and order) as torchvision, so the truncated pixel boxes agree.
+    half_w = (boxes[:, 2] - boxes[:, 0]) * 0.5
+    half_h = (boxes[:, 3] - boxes[:, 1]) * 0.5
+    centre_x = (boxes[:, 2] + boxes[:, 0]) * 0.5
+    centre_y = (boxes[:, 3] + boxes[:, 1]) * 0.5
+    half_w = half_w * scale
+    half_h = half_h * scale
+    grown = torch.stack(
+        (centre_x - half_w, centre_y - half_h, centre_x + half_w, centre_y + half_h), dim=1
+    )
+    # One host sync for all boxes (the sizes of the resized masks must be Python ints).
+    pixel_boxes = grown.to(torch.int64).tolist()
+    for index, (x1, y1, x2, y2) in enumerate(pixel_boxes):
+        box_w = max(x2 - x1 + 1, 1)
+        box_h = max(y2 - y1 + 1, 1)
+        left, right = max(x1, 0), min(x2 + 1, width)
+        top, bottom = max(y1, 0), min(y2 + 1, height)
+        if right <= left or bottom <= top:
+            continue  # the box lies outside the image
+        resized = F.interpolate(
+            padded[index][None, None], size=(box_h, box_w), mode="bilinear", align_corners=False
+        )[0, 0]
+        pasted[index, top:bottom, left:right] = resized[
+            top - y1 : bottom - y1, left - x1 : right - x1
+        ]
+    return pasted
+
+
+def detector_postprocess(
+    results: Instances,
+    output_height: int,
+    output_width: int,
+    *,
+    mask_threshold: float | None = 0.5,
+) -> Instances:
+    """Detections of the network's input image rescaled to an ``output_height x output_width``
+    image (Detectron2's ``detector_postprocess``).
+
+    Boxes are scaled by ``output / input`` per axis, clipped to the output image, and detections
+    whose box became empty are dropped. ``pred_keypoints`` x and y are scaled likewise (their
+    score is kept). Box-relative ``pred_masks`` ``[D, M, M]`` are pasted into the output image
+    (``paste_masks_in_image``, on the rescaled boxes) and thresholded: ``[D, H, W]`` bool with
+    ``mask_threshold`` (a pixel is in the mask when its probability is ``>= mask_threshold``, the
+    format COCO evaluation and drawing take), or float probabilities when it is None.
+
+    Args:
+        results: ``Instances`` with ``pred_boxes`` in the coordinates of ``results.image_size``.
+        output_height, output_width: the size to report detections at.
+        mask_threshold: see above.
+
+    Returns:
+        A new ``Instances`` of image size ``(output_height, output_width)``; ``results`` is not
+        modified.
+    """
+    if output_height <= 0 or output_width <= 0:
+        raise ValueError(
+            f"detector_postprocess: output size must be positive, got "
+            f"({output_height}, {output_width})."
+        )
+    input_height, input_width = results.image_size
+    scale_x = output_width / input_width
+    scale_y = output_height / input_height
+    output_size = (int(output_height), int(output_width))
+    fields = dict(results.get_fields())
+    boxes = fields["pred_boxes"].clone()
+    boxes.scale(scale_x, scale_y)
+    boxes.clip(output_size)
+    fields["pred_boxes"] = boxes
+    if "pred_keypoints" in fields:
+        keypoints = fields["pred_keypoints"].clone()
+        keypoints[:, :, 0] *= scale_x
+        keypoints[:, :, 1] *= scale_y
+        fields["pred_keypoints"] = keypoints
+    rescaled = Instances(output_size, **fields)
+    rescaled = rescaled[boxes.nonempty()]
+    if rescaled.has("pred_masks"):
+        masks = paste_masks_in_image(rescaled.pred_masks, rescaled.pred_boxes.tensor, output_size)
+        rescaled.pred_masks = masks if mask_threshold is None else masks >= mask_threshold
+    return rescaled

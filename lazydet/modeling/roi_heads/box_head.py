@@ -1,0 +1,83 @@
+"""Box heads: pooled ROI features ``[R, C, P, P]`` -> one feature vector per ROI ``[R, D]``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from torch import Tensor, nn
+
+
+def _pair(size: int | Sequence[int], what: str) -> tuple[int, int]:
+    pair = (size, size) if isinstance(size, int) else tuple(size)
+    if len(pair) != 2 or any(isinstance(s, bool) or not isinstance(s, int) or s <= 0 for s in pair):
+        raise ValueError(f"{what} must be a positive int or a pair of them, got {size!r}.")
+    return pair  # type: ignore[return-value]
+
+
+class FastRCNNConvFCHead(nn.Module):
+    """``len(conv_dims)`` 3x3 convs (+ norm) + ReLU, flatten, then ``len(fc_dims)`` FC + ReLU.
+
+    With ``conv_dims=()`` and ``fc_dims=(1024, 1024)`` this is the "2fc" head of FPN detectors
+    (torchvision's ``TwoMLPHead``, Detectron2's default); with ``conv_dims=(256,) * 4``,
+    ``fc_dims=(1024,)`` and a norm it is the "4conv1fc" head.
+
+    The input size is never written in a config: ``StandardROIHeads`` builds the head with the
+    backbone's channel count and the pooler resolution it uses.
+
+    Args:
+        in_channels: channels of the pooled features (the backbone's ``in_features``).
+        pooler_resolution: ``P`` or ``(P_h, P_w)``, the pooled feature size.
+        conv_dims: output channels of each 3x3 conv.
+        fc_dims: output size of each fully connected layer.
+        conv_norm: called with a channel count to build a norm layer after each conv (e.g.
+            ``functools.partial(nn.GroupNorm, 32)``); None: no norm, convs keep their bias.
+
+    ``forward(x: Tensor[R, in_channels, P_h, P_w]) -> Tensor[R, output_size]``; ``output_size`` is
+    ``fc_dims[-1]``, or the flattened conv output size when ``fc_dims`` is empty.
+    """
+
+    def __init__(
+        self,
+        *,
+        in_channels: int,
+        pooler_resolution: int | Sequence[int],
+        conv_dims: Sequence[int] = (),
+        fc_dims: Sequence[int] = (1024, 1024),
+        conv_norm: Callable[[int], nn.Module] | None = None,
+    ) -> None:
+        super().__init__()
+        height, width = _pair(pooler_resolution, "FastRCNNConvFCHead pooler_resolution")
+        if in_channels <= 0 or any(d <= 0 for d in (*conv_dims, *fc_dims)):
+            raise ValueError(
+                "FastRCNNConvFCHead needs positive in_channels, conv_dims and fc_dims, got "
+                f"in_channels={in_channels}, conv_dims={tuple(conv_dims)}, fc_dims={tuple(fc_dims)}."
+            )
+        if not conv_dims and not fc_dims:
+            raise ValueError("FastRCNNConvFCHead needs at least one conv or fc layer.")
+        layers: list[nn.Module] = []
+        channels = in_channels
+        for dim in conv_dims:
+            conv = nn.Conv2d(channels, dim, kernel_size=3, padding=1, bias=conv_norm is None)
+            # He init (fan_out) for convs followed by ReLU, as Detectron2's "MSRA fill".
+            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+            if conv.bias is not None:
+                nn.init.zeros_(conv.bias)
+            layers.append(conv)
+            if conv_norm is not None:
+                layers.append(conv_norm(dim))
+            layers.append(nn.ReLU())
+            channels = dim
+        layers.append(nn.Flatten())
+        size = channels * height * width
+        for dim in fc_dims:
+            fc = nn.Linear(size, dim)
+            # Detectron2's "Caffe2 Xavier fill": uniform with a = 1, zero bias.
+            nn.init.kaiming_uniform_(fc.weight, a=1)
+            nn.init.zeros_(fc.bias)
+            layers += [fc, nn.ReLU()]
+            size = dim
+        self.layers = nn.Sequential(*layers)
+        self.output_size = size
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.layers(x)
