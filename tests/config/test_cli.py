@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -31,9 +32,10 @@ def run_train(
 def test_help_lists_experiments_and_groups_without_conf(fixture_conf, tmp_path):
     result = run_train(["--help"], tmp_path, fixture_conf)
     assert result.returncode == 0, result.stderr
-    assert "toy_shared   Two holders of one backbone object through ref()." in result.stdout
-    assert "model/backbone: conv, mlp" in result.stdout
-    assert "optimizer: adamw, sgd" in result.stdout
+    assert re.search(r"\n  toy_shared +Two holders of one backbone object through ref\(\)\.\n", result.stdout)
+    # The fixture directory layers over lazydet's conf/: both contribute options to a group.
+    assert re.search(r"model/backbone: .*\bconv\b.*\bmlp\b.*\bresnet50\b", result.stdout)
+    assert "mask_rcnn_fpn" in result.stdout
 
 
 def test_cfg_job_prints_the_composed_config(fixture_conf, tmp_path):
@@ -52,14 +54,14 @@ def test_cfg_job_prints_the_composed_config(fixture_conf, tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["optimizer.lr=0.1"], "Choose an experiment with conf=NAME. Experiments: toy"),
+        (["optimizer.lr=0.1"], "Choose an experiment with conf=NAME. Experiments: "),
         (["conf=toi"], "No experiment 'toi' (conf=toi). Did you mean 'toy'?"),
         (
             ["conf=toy", "optimizer.lrr=0.1"],
             "torch.optim.SGD has no argument 'lrr'. Did you mean 'lr'?",
         ),
         (["conf=toy", "optimizer.dampening=0.1"], "write +optimizer.dampening=... to add it"),
-        (["conf=toy", "model.backbone=vit"], "Group 'model/backbone' has no option 'vit'"),
+        (["conf=toy", "model.backbone=vitt"], "Group 'model/backbone' has no option 'vitt'"),
         (["conf=toy", "optimizer.lr=0.1,0.2"], "add -m (--multirun)"),
         (
             ["-m", "conf=toy", "optimizer.lr=0.1,fast"],

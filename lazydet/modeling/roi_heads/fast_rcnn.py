@@ -269,7 +269,8 @@ def _fast_rcnn_inference_single_image(
     scores = scores[:, :-1]  # drop the background column
     num_rois = scores.shape[0]
     # [R, K', 4] with K' = 1 (class-agnostic, shared by every class) or K.
-    boxes = Boxes(boxes.reshape(-1, 4)).clip(image_size).tensor.view(num_rois, -1, 4)
+    boxes_per_roi = boxes.shape[1] // 4  # explicit, so that zero ROIs reshape too
+    boxes = Boxes(boxes.reshape(-1, 4)).clip(image_size).tensor.view(num_rois, boxes_per_roi, 4)
 
     # Candidates in (ROI, class) row-major order, the order torchvision and Detectron2 both use,
     # so equal scores keep the same relative order through NMS.
