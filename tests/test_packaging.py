@@ -25,6 +25,12 @@ def test_every_package_directory_is_listed_in_pyproject():
         for p in (REPO / "lazydet").rglob("__init__.py")
         if "__pycache__" not in p.parts
     }
+    # Every config group folder ships too (as lazydet.conf.<group>).
+    found |= {
+        ".".join(("lazydet", "conf", *d.relative_to(REPO / "conf").parts))
+        for d in (REPO / "conf").rglob("*")
+        if d.is_dir() and "__pycache__" not in d.parts and any(d.glob("*.py"))
+    }
     assert found - listed == set(), "add these packages to [tool.setuptools] packages"
 
 
