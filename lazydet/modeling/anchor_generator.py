@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
+from lazydet.modeling.backbone.base import ShapeSpec
 from lazydet.structures import Boxes
 
 CellAnchorOrder = Literal["size_major", "ratio_major"]
@@ -163,3 +164,43 @@ class DefaultAnchorGenerator(nn.Module):
             shifts = torch.stack((grid_x, grid_y, grid_x, grid_y), dim=-1).reshape(-1, 1, 4)
             anchors.append(Boxes((shifts + cell.reshape(1, -1, 4)).reshape(-1, 4)))
         return anchors
+
+
+def shared_head_channels(
+    owner: str,
+    input_shape: Mapping[str, ShapeSpec],
+    in_features: Sequence[str],
+    anchor_generator: DefaultAnchorGenerator,
+) -> int:
+    """The channel count of ``in_features``, for a head shared across those pyramid levels.
+
+    Dense heads (RPN, RetinaNet) run one set of weights on every level, so the levels must exist
+    in ``input_shape``, share one channel count and one number of anchors per location, and the
+    anchor generator must have sizes for one level or for each of them. ``owner`` names the module
+    in the error messages.
+    """
+    in_features = list(in_features)
+    missing = [name for name in in_features if name not in input_shape]
+    if not in_features or missing:
+        raise ValueError(
+            f"{owner} in_features {in_features} must be non-empty names among the backbone "
+            f"outputs {sorted(input_shape)}; missing {missing}. Pick names from the backbone's "
+            "output_shape()."
+        )
+    channels = {input_shape[name].channels for name in in_features}
+    if len(channels) != 1:
+        raise ValueError(
+            f"{owner} shares one head across levels, so all in_features need the same channel "
+            f"count; got { {name: input_shape[name].channels for name in in_features} }."
+        )
+    if anchor_generator.num_levels not in (1, len(in_features)):
+        raise ValueError(
+            f"anchor_generator has sizes for {anchor_generator.num_levels} levels but {owner} "
+            f"runs on {len(in_features)} in_features {in_features}."
+        )
+    if len(set(anchor_generator.num_cell_anchors)) != 1:
+        raise ValueError(
+            f"{owner} shares one head across levels, so every level needs the same number of "
+            f"anchors per location; got {anchor_generator.num_cell_anchors}."
+        )
+    return channels.pop()

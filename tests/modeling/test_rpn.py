@@ -257,7 +257,7 @@ def test_head_factory_and_module_are_both_accepted():
 
 def test_bad_configuration_raises():
     generator = DefaultAnchorGenerator(sizes=SIZES)
-    with pytest.raises(ValueError, match=r"in_features \['p7'\]"):
+    with pytest.raises(ValueError, match=r"missing \['p7'\]"):
         RPN(input_shape=INPUT_SHAPE, in_features=["p2", "p7"], anchor_generator=generator)
     shapes = {**INPUT_SHAPE, "p4": ShapeSpec(channels=16, stride=16)}
     with pytest.raises(ValueError, match="same channel"):

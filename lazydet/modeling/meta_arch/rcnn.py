@@ -4,20 +4,20 @@ one class with different ``roi_heads`` (box only, + mask head, + keypoint head).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from lazydet.modeling.backbone.base import Backbone
+from lazydet.modeling.meta_arch.preprocessing import (
+    IMAGENET_RGB_MEAN,
+    IMAGENET_RGB_STD,
+    InputFormat,
+    normalize_and_batch,
+)
 from lazydet.modeling.postprocessing import detector_postprocess
 from lazydet.structures import ImageList, Instances
-
-# ImageNet statistics in 0-255 RGB, the convention of torchvision's pretrained backbones.
-IMAGENET_RGB_MEAN = (123.675, 116.28, 103.53)
-IMAGENET_RGB_STD = (58.395, 57.12, 57.375)
-
-InputFormat = Literal["RGB", "BGR"]
 
 
 def build_from_backbone(
@@ -126,29 +126,14 @@ class GeneralizedRCNN(nn.Module):
 
     def preprocess_image(self, batched_inputs: Sequence[Mapping[str, Any]]) -> ImageList:
         """Normalise the images and pad them into one batch (size divisible as the backbone needs)."""
-        if isinstance(batched_inputs, Mapping) or len(batched_inputs) == 0:
-            raise ValueError(
-                "GeneralizedRCNN takes a non-empty list of dicts, one per image, each with an "
-                "'image' tensor [3, H, W]."
-            )
-        images = []
-        for index, inputs in enumerate(batched_inputs):
-            image = inputs.get("image") if isinstance(inputs, Mapping) else None
-            if not isinstance(image, Tensor) or image.dim() != 3:
-                raise ValueError(
-                    f"GeneralizedRCNN input {index} needs an 'image' tensor [C, H, W], got "
-                    f"{getattr(image, 'shape', type(image).__name__)}."
-                )
-            if image.shape[0] != self.pixel_mean.shape[0]:
-                raise ValueError(
-                    f"GeneralizedRCNN input {index} has {image.shape[0]} channels but pixel_mean "
-                    f"has {self.pixel_mean.shape[0]} values."
-                )
-            image = image.to(self.device, torch.float32)
-            if self.input_format == "BGR":
-                image = image.flip(0)
-            images.append((image - self.pixel_mean) / self.pixel_std)
-        return ImageList.from_tensors(images, self.backbone.size_divisibility)
+        return normalize_and_batch(
+            batched_inputs,
+            pixel_mean=self.pixel_mean,
+            pixel_std=self.pixel_std,
+            size_divisibility=self.backbone.size_divisibility,
+            input_format=self.input_format,
+            owner="GeneralizedRCNN",
+        )
 
     def forward(
         self, batched_inputs: Sequence[Mapping[str, Any]]

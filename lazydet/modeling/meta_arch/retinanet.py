@@ -10,18 +10,22 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import sigmoid_focal_loss
 
-from lazydet.modeling.anchor_generator import DefaultAnchorGenerator
+from lazydet.modeling.anchor_generator import DefaultAnchorGenerator, shared_head_channels
 from lazydet.modeling.backbone.base import Backbone, ShapeSpec
 from lazydet.modeling.box_coder import Box2BoxTransform, BoxRegressionLossType, box_regression_loss
 from lazydet.modeling.matcher import Matcher
+from lazydet.modeling.meta_arch.preprocessing import (
+    IMAGENET_RGB_MEAN,
+    IMAGENET_RGB_STD,
+    normalize_and_batch,
+)
+from lazydet.modeling.postprocessing import detector_postprocess
 from lazydet.ops import batched_nms
 from lazydet.structures import Boxes, ImageList, Instances, pairwise_iou
 
 RetinaNetLossNormalizer = Literal["ema", "per_image"]
 
 # ImageNet statistics in 0-255 RGB, the convention of torchvision's pretrained backbones.
-IMAGENET_RGB_MEAN = (123.675, 116.28, 103.53)
-IMAGENET_RGB_STD = (58.395, 57.12, 57.375)
 
 
 class RetinaNetHead(nn.Module):
@@ -189,28 +193,9 @@ class RetinaNet(nn.Module):
         super().__init__()
         input_shape = _with_top_block(backbone.output_shape(), top_block)
         head_in_features = list(head_in_features)
-        missing = [name for name in head_in_features if name not in input_shape]
-        if not head_in_features or missing:
-            raise ValueError(
-                f"RetinaNet head_in_features {head_in_features} must be non-empty names among "
-                f"the backbone outputs {sorted(input_shape)}; missing {missing}."
-            )
-        channels = {input_shape[name].channels for name in head_in_features}
-        if len(channels) != 1:
-            raise ValueError(
-                "RetinaNet shares one head across levels, so all head_in_features need the same "
-                f"channel count; got { {n: input_shape[n].channels for n in head_in_features} }."
-            )
-        if anchor_generator.num_levels not in (1, len(head_in_features)):
-            raise ValueError(
-                f"anchor_generator has sizes for {anchor_generator.num_levels} levels but "
-                f"RetinaNet runs on {len(head_in_features)} head_in_features."
-            )
-        if len(set(anchor_generator.num_cell_anchors)) != 1:
-            raise ValueError(
-                "RetinaNet shares one head across levels, so every level needs the same number "
-                f"of anchors per location; got {anchor_generator.num_cell_anchors}."
-            )
+        in_channels = shared_head_channels(
+            "RetinaNet", input_shape, head_in_features, anchor_generator
+        )
         if loss_normalizer not in ("ema", "per_image"):
             raise ValueError(
                 f"loss_normalizer must be 'ema' or 'per_image', got {loss_normalizer!r}."
@@ -234,7 +219,7 @@ class RetinaNet(nn.Module):
             head
             if isinstance(head, nn.Module)
             else head(
-                in_channels=channels.pop(),
+                in_channels=in_channels,
                 num_anchors=anchor_generator.num_cell_anchors[0],
                 num_classes=num_classes,
             )
@@ -269,13 +254,13 @@ class RetinaNet(nn.Module):
 
     def preprocess_image(self, batched_inputs: Sequence[Mapping[str, Any]]) -> ImageList:
         """Normalise the images and pad them into one batch (size divisible as the backbone needs)."""
-        images = []
-        for index, inputs in enumerate(batched_inputs):
-            if "image" not in inputs:
-                raise ValueError(f"RetinaNet input {index} has no 'image' entry.")
-            image = inputs["image"].to(self.device, torch.float32)
-            images.append((image - self.pixel_mean) / self.pixel_std)
-        return ImageList.from_tensors(images, self.backbone.size_divisibility)
+        return normalize_and_batch(
+            batched_inputs,
+            pixel_mean=self.pixel_mean,
+            pixel_std=self.pixel_std,
+            size_divisibility=self.backbone.size_divisibility,
+            owner="RetinaNet",
+        )
 
     def forward(
         self, batched_inputs: Sequence[Mapping[str, Any]]
@@ -314,7 +299,7 @@ class RetinaNet(nn.Module):
         for result, inputs, image_size in zip(results, batched_inputs, images.image_sizes):
             height = int(inputs.get("height", image_size[0]))
             width = int(inputs.get("width", image_size[1]))
-            outputs.append({"instances": _rescale_detections(result, (height, width))})
+            outputs.append({"instances": detector_postprocess(result, height, width)})
         return outputs
 
     @torch.no_grad()
@@ -460,14 +445,3 @@ class RetinaNet(nn.Module):
                 )
             )
         return results
-
-
-def _rescale_detections(detections: Instances, output_size: tuple[int, int]) -> Instances:
-    """Detections of an image of ``detections.image_size`` scaled to ``output_size`` (h, w)."""
-    height, width = detections.image_size
-    boxes = detections.pred_boxes.clone()
-    boxes.scale(output_size[1] / width, output_size[0] / height)
-    boxes.clip(output_size)
-    fields = {**detections.get_fields(), "pred_boxes": boxes}
-    rescaled = Instances(output_size, **fields)
-    return rescaled[boxes.nonempty()]

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lazydet.modeling.anchor_generator import DefaultAnchorGenerator
+from lazydet.modeling.anchor_generator import DefaultAnchorGenerator, shared_head_channels
 from lazydet.modeling.backbone.base import ShapeSpec
 from lazydet.modeling.box_coder import Box2BoxTransform, BoxRegressionLossType, box_regression_loss
 from lazydet.modeling.matcher import Matcher
@@ -161,30 +161,7 @@ class RPN(nn.Module):
     ) -> None:
         super().__init__()
         in_features = list(in_features)
-        if not in_features:
-            raise ValueError("RPN in_features must name at least one feature map.")
-        missing = [name for name in in_features if name not in input_shape]
-        if missing:
-            raise ValueError(
-                f"RPN in_features {missing} are not among the backbone outputs "
-                f"{sorted(input_shape)}; pick names from the backbone's output_shape()."
-            )
-        channels = {input_shape[name].channels for name in in_features}
-        if len(channels) != 1:
-            raise ValueError(
-                "RPN shares one head across levels, so all in_features need the same channel "
-                f"count; got { {name: input_shape[name].channels for name in in_features} }."
-            )
-        if anchor_generator.num_levels not in (1, len(in_features)):
-            raise ValueError(
-                f"anchor_generator has sizes for {anchor_generator.num_levels} levels but RPN "
-                f"runs on {len(in_features)} in_features {in_features}."
-            )
-        if len(set(anchor_generator.num_cell_anchors)) != 1:
-            raise ValueError(
-                "RPN shares one head across levels, so every level needs the same number of "
-                f"anchors per location; got {anchor_generator.num_cell_anchors}."
-            )
+        in_channels = shared_head_channels("RPN", input_shape, in_features, anchor_generator)
         if loss_normalizer not in ("batch_size", "num_sampled"):
             raise ValueError(
                 f"loss_normalizer must be 'batch_size' or 'num_sampled', got {loss_normalizer!r}."
@@ -207,7 +184,7 @@ class RPN(nn.Module):
         self.head = (
             head
             if isinstance(head, nn.Module)
-            else head(in_channels=channels.pop(), num_anchors=num_anchors)
+            else head(in_channels=in_channels, num_anchors=num_anchors)
         )
         self.anchor_matcher = anchor_matcher or Matcher(
             thresholds=[0.3, 0.7], labels=[0, -1, 1], allow_low_quality_matches=True
