@@ -88,3 +88,41 @@ def test_train_loader_feeds_the_model_for_a_few_steps(shapes_cache, experiment, 
     # And the infinite loader keeps going with the same sampler across steps.
     more = list(itertools.islice(iter(built["dataloader"]["train"]), 2))
     assert len(more) == 2
+
+
+def test_coco2017_given_the_files_feeds_keypoint_rcnn(shared_data, tmp_path, monkeypatch):
+    """dataset=coco2017_keypoints with real COCO files laid out as lazydet expects them."""
+    source = shared_data / "coco_person_val2017"
+    root = tmp_path / "datasets"
+    (root / "coco" / "annotations").mkdir(parents=True)
+    (root / "coco" / "annotations" / "person_keypoints_val2017.json").symlink_to(source / "test_coco.json")
+    (root / "coco" / "val2017").symlink_to(source, target_is_directory=True)
+    monkeypatch.setenv("LAZYDET_DATASETS", str(root))
+    monkeypatch.delenv("LAZYDET_CONFIG_PATH", raising=False)
+    cfg = compose(
+        "keypoint_rcnn_fpn",
+        [
+            "dataset=coco2017_keypoints",
+            "dataset.train=keypoints_coco_2017_val",  # the four photos we have
+            "dataset.train_short_edge=[192]",
+            "dataset.max_size=320",
+            "model.backbone=resnet18",
+            "dataloader.train.total_batch_size=2",
+            "dataloader.train.num_workers=0",
+            "model.proposal_generator.post_nms_topk_train=128",
+            "model.roi_heads.batch_size_per_image=64",
+            "model.roi_heads.box_head.fc_dims=[128,128]",
+            "model.roi_heads.keypoint_head.conv_dims=[64,64]",
+        ],
+    )
+    torch.manual_seed(0)
+    built = instantiate({"model": cfg.model, "dataloader": cfg.dataloader, "optimizer": cfg.optimizer})
+    batch = next(iter(built["dataloader"]["train"]))
+    assert all(item["instances"].gt_keypoints.tensor.shape[1:] == (17, 3) for item in batch)
+    model = built["model"].train()
+    losses = model(batch)
+    assert {"loss_keypoint", "loss_cls", "loss_rpn_cls"} <= set(losses)
+    total = sum(losses.values())
+    assert torch.isfinite(total)
+    total.backward()
+    built["optimizer"].step()
