@@ -406,6 +406,12 @@ def split_overrides(overrides: Iterable[str], tree: ConfigTree) -> SplitOverride
     groups = tree.groups()
     for text, override in zip(overrides, _parse(overrides)):
         key = override.key_or_group
+        if key == "hydra.searchpath":
+            # Hydra would replace lazydet's own search path with it and lose lazydet's conf/.
+            raise ConfigError(
+                f"'{text}': lazydet builds hydra.searchpath itself; add your config directories "
+                f"with {CONFIG_PATH_ENV}=dir1{os.pathsep}dir2 instead."
+            )
         if key == "hydra" or key.startswith(("hydra.", "hydra/")):
             out.hydra.append(text)
             continue

@@ -189,3 +189,8 @@ def test_validation_reports_every_problem_with_its_key(fixture_conf, tmp_path, m
     )
     assert "other: Cannot import 'toy_modules.NoSuchThing'" in message
     assert "net: argument 'depth' of toy_modules.ConvBackbone got 'two'" in message
+
+
+def test_hydra_searchpath_override_points_to_the_environment_variable(fixture_conf):
+    with pytest.raises(ConfigError, match="add your config directories with LAZYDET_CONFIG_PATH"):
+        compose("toy", ["hydra.searchpath=[file:///tmp]"])
