@@ -20,14 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from lazydet.config import ConfigError, instantiate, save
-from lazydet.config.hydra_bridge import (
-    EXPERIMENT_GROUP,
-    PRIMARY_CONFIG,
-    ConfigTree,
-    compose,
-    register_with_hydra,
-    split_overrides,
-)
+from lazydet.config.hydra_bridge import PRIMARY_CONFIG, compose, register_with_hydra
+from lazydet.config.overrides import override_choices, parse_overrides, split_overrides
+from lazydet.config.tree import EXPERIMENT_GROUP, ConfigTree
 
 logger = logging.getLogger("lazydet.train")
 
@@ -77,8 +72,6 @@ def vet_command_line(overrides: list[str], *, multirun: bool) -> list[str]:
 
     Raises ConfigError with lazydet's message for the first problem found.
     """
-    from lazydet.config.hydra_bridge import _choices, _parse
-
     tree = register_with_hydra()
     split = split_overrides(overrides, tree)
     if not split.experiment:
@@ -89,10 +82,10 @@ def vet_command_line(overrides: list[str], *, multirun: bool) -> list[str]:
         )
     if len(split.experiment) > 1:
         raise ConfigError(f"conf= is given twice: {split.experiment}.")
-    (experiment_override,) = _parse(split.experiment)
-    names = _choices(experiment_override)
+    (experiment_override,) = parse_overrides(split.experiment)
+    names = override_choices(experiment_override)
     sweeping = experiment_override.is_sweep_override() or any(
-        o.is_sweep_override() for o in _parse(split.groups) + split.values
+        o.is_sweep_override() for o in parse_overrides(split.groups) + split.values
     )
     if sweeping and not multirun:
         raise ConfigError(
@@ -101,8 +94,8 @@ def vet_command_line(overrides: list[str], *, multirun: bool) -> list[str]:
     # Each group sweep value is an option checked by split_overrides; compose each combination
     # of experiment and group choices (value sweeps are checked value by value inside compose).
     group_overrides = [
-        [f"{g.split('=', 1)[0]}={c}" for c in _choices(o)]
-        for g, o in zip(split.groups, _parse(split.groups))
+        [f"{g.split('=', 1)[0]}={c}" for c in override_choices(o)]
+        for g, o in zip(split.groups, parse_overrides(split.groups))
     ]
     combos = [(n, g) for n in names for g in _expand(group_overrides)]
     value_texts = [o.input_line for o in split.values]

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lazydet.config import compose, instantiate
-from lazydet.config.hydra_bridge import ConfigTree, builtin_config_root
+from lazydet.config.tree import ConfigTree, builtin_config_root
 
 ZOO = ConfigTree((builtin_config_root(),))
 # The torchvision_* presets pin the torchvision layout (ResNet-50); the equivalence tests cover them.

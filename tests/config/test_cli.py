@@ -32,7 +32,9 @@ def run_train(
 def test_help_lists_experiments_and_groups_without_conf(fixture_conf, tmp_path):
     result = run_train(["--help"], tmp_path, fixture_conf)
     assert result.returncode == 0, result.stderr
-    assert re.search(r"\n  toy_shared +Two holders of one backbone object through ref\(\)\.\n", result.stdout)
+    assert re.search(
+        r"\n  toy_shared +Two holders of one backbone object through ref\(\)\.\n", result.stdout
+    )
     # The fixture directory layers over lazydet's conf/: both contribute options to a group.
     assert re.search(r"model/backbone: .*\bconv\b.*\bmlp\b.*\bresnet50\b", result.stdout)
     assert "mask_rcnn_fpn" in result.stdout

@@ -7,7 +7,7 @@ import textwrap
 import pytest
 
 from lazydet.config import ConfigError, compose, instantiate
-from lazydet.config.hydra_bridge import ConfigTree
+from lazydet.config.tree import ConfigTree
 
 
 def test_groups_and_experiments_are_found_without_executing_files(
@@ -81,7 +81,9 @@ def test_unknown_group_option_and_unknown_experiment(fixture_conf):
 
 
 def test_missing_group_choice_names_the_options(fixture_conf):
-    with pytest.raises(ConfigError, match=r"model.backbone is MISSING.*model/backbone=<conv\|mlp\|resnet101"):
+    with pytest.raises(
+        ConfigError, match=r"model.backbone is MISSING.*model/backbone=<conv\|mlp\|resnet101"
+    ):
         compose("toy", ["~model/backbone"])
 
 
