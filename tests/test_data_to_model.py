@@ -95,7 +95,9 @@ def test_coco2017_given_the_files_feeds_keypoint_rcnn(shared_data, tmp_path, mon
     source = shared_data / "coco_person_val2017"
     root = tmp_path / "datasets"
     (root / "coco" / "annotations").mkdir(parents=True)
-    (root / "coco" / "annotations" / "person_keypoints_val2017.json").symlink_to(source / "test_coco.json")
+    (root / "coco" / "annotations" / "person_keypoints_val2017.json").symlink_to(
+        source / "test_coco.json"
+    )
     (root / "coco" / "val2017").symlink_to(source, target_is_directory=True)
     monkeypatch.setenv("LAZYDET_DATASETS", str(root))
     monkeypatch.delenv("LAZYDET_CONFIG_PATH", raising=False)
@@ -116,7 +118,9 @@ def test_coco2017_given_the_files_feeds_keypoint_rcnn(shared_data, tmp_path, mon
         ],
     )
     torch.manual_seed(0)
-    built = instantiate({"model": cfg.model, "dataloader": cfg.dataloader, "optimizer": cfg.optimizer})
+    built = instantiate(
+        {"model": cfg.model, "dataloader": cfg.dataloader, "optimizer": cfg.optimizer}
+    )
     batch = next(iter(built["dataloader"]["train"]))
     assert all(item["instances"].gt_keypoints.tensor.shape[1:] == (17, 3) for item in batch)
     model = built["model"].train()
