@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from lazydet.config import ConfigError, instantiate, save
+from lazydet.config import ConfigError, InstantiationError, instantiate, save
 from lazydet.config.hydra_bridge import PRIMARY_CONFIG, compose, register_with_hydra
 from lazydet.config.overrides import override_choices, parse_overrides, split_overrides
 from lazydet.config.tree import EXPERIMENT_GROUP, ConfigTree
@@ -149,7 +150,15 @@ def _task(hydra_cfg: Any) -> dict[str, str]:
     # Compose again through lazydet rather than converting Hydra's result: one code path for the
     # CLI and for notebooks, with lazydet's override semantics and validation.
     cfg = compose(name, overrides)
-    return run(cfg, Path(hydra.runtime.output_dir))
+    try:
+        return run(cfg, Path(hydra.runtime.output_dir))
+    except (ConfigError, InstantiationError) as e:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        # The message names the config key and the cause; a traceback through the builder
+        # would only bury it. HYDRA_FULL_ERROR=1 shows the whole chain.
+        print(f"lazydet.train: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 def main(argv: list[str] | None = None) -> None:

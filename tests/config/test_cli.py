@@ -182,3 +182,24 @@ def test_import_error_in_an_experiment_is_one_message(fixture_conf, tmp_path, mo
     stderr = capsys.readouterr().err
     assert "Error in config file" in stderr and "broken.py, line 1: ModuleNotFoundError" in stderr
     assert "Traceback" not in stderr
+
+
+def test_missing_dataset_files_end_the_run_with_one_message(tmp_path, monkeypatch):
+    # lazydet's own mask_rcnn_fpn with its default dataset=coco2017, and no COCO files.
+    env = {k: v for k, v in os.environ.items() if k != "LAZYDET_CONFIG_PATH"}
+    env["LAZYDET_DATASETS"] = str(tmp_path / "datasets")
+    result = subprocess.run(
+        [sys.executable, "-m", "lazydet.train", "conf=mask_rcnn_fpn", "model.backbone=resnet18"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 1
+    assert "lazydet.train: Building 'dataloader.train'" in result.stderr
+    assert (
+        f"{tmp_path / 'datasets'}/coco/annotations/instances_train2017.json does not exist"
+        in result.stderr
+    )
+    assert "LAZYDET_DATASETS" in result.stderr and "Traceback" not in result.stderr
