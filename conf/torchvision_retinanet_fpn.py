@@ -1,15 +1,26 @@
-"""RetinaNet R-50-FPN with torchvision's numerics: loads ``retinanet_resnet50_fpn`` weights exactly.
+"""RetinaNet R-50-FPN with torchvision's numerics, for torchvision's COCO weights.
 
-Same architecture as ``retinanet_fpn`` (P6/P7 from P5); what changes is what torchvision's
-``retinanet_resnet50_fpn`` does differently from Detectron2: anchor sizes truncated to whole
-pixels and rounded, ratio-major anchor order (the head's output channels follow it), plain L1
-box loss with a per-image normaliser, and up to 300 detections per image. With
-``train.init_checkpoint`` pointing at torchvision's ``retinanet_resnet50_fpn_coco-*.pth`` (91
-classes) it returns torchvision's detections (``tests/modeling/test_torchvision_equivalence.py``).
+torchvision's ``retinanet_resnet50_fpn``: P3-P5 from a ResNet-50 FPN on ``res3..res5`` (no P2:
+the backbone is written here, so this experiment has no ``model/backbone`` choice) and P6/P7 from
+P5; and what torchvision does differently from Detectron2: anchor sizes truncated to whole
+pixels and rounded, ratio-major anchor order (the head's output channels follow it), plain L1 box
+loss with a per-image normaliser, and up to 300 detections per image. Loaded with torchvision's
+``retinanet_resnet50_fpn_coco-*.pth`` (``train.init_checkpoint=...``), it returns torchvision's
+detections (``tests/modeling/test_torchvision_equivalence.py``).
 """
+
+from lazydet.config import L
+from lazydet.modeling.backbone import FPN, ResNet
 
 from .retinanet_fpn import *
 
+defaults = {group: option for group, option in defaults.items() if group != "model/backbone"}
+model.backbone = L(FPN)(
+    bottom_up=L(ResNet)(depth=50, out_features=["res3", "res4", "res5"], freeze_at=2),
+    in_features=["res3", "res4", "res5"],
+    out_channels=256,
+    top_block=None,
+)
 # torchvision: (x, int(x * 2 ** (1 / 3)), int(x * 2 ** (2 / 3))) for x in 32 .. 512.
 model.anchor_generator.sizes = [
     [size, int(size * 2 ** (1 / 3)), int(size * 2 ** (2 / 3))] for size in (32, 64, 128, 256, 512)

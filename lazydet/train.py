@@ -127,15 +127,41 @@ def _describe(obj: Any) -> str:
     return type(obj).__name__
 
 
+def build(cfg: Any) -> dict[str, Any]:
+    """Instantiate the config; load ``train.init_checkpoint`` into ``model`` when it is set.
+
+    Returns the built top-level objects, plus ``"init_checkpoint"``: the ``LoadReport`` (or None).
+    """
+    built = instantiate(cfg)
+    checkpoint = (cfg.get("train") or {}).get("init_checkpoint")
+    report = None
+    if checkpoint:
+        from lazydet.modeling.weights import load_weights
+
+        if "model" not in built:
+            raise ConfigError(
+                f"train.init_checkpoint={checkpoint!r} is set but the config has no 'model'."
+            )
+        try:
+            report = load_weights(built["model"], checkpoint)
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"train.init_checkpoint: {e}") from e
+        logger.info("%s", report)
+    return {**built, "init_checkpoint": report}
+
+
 def run(cfg: Any, output_dir: Path) -> dict[str, str]:
     """Save the composed config, build every object it declares, and report them."""
     output_dir.mkdir(parents=True, exist_ok=True)
     save(cfg, output_dir / "config.py")
     save(cfg, output_dir / "config.yaml")
-    built = instantiate(cfg)
+    built = build(cfg)
+    checkpoint_report = built.pop("init_checkpoint")
     report = {key: _describe(value) for key, value in built.items()}
     for key, text in report.items():
         logger.info("%s: %s", key, text)
+    if checkpoint_report is not None:
+        report["init_checkpoint"] = str(checkpoint_report).splitlines()[0]
     logger.info("Config saved to %s", output_dir / "config.py")
     return report
 

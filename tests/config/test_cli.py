@@ -203,3 +203,31 @@ def test_missing_dataset_files_end_the_run_with_one_message(tmp_path, monkeypatc
         in result.stderr
     )
     assert "LAZYDET_DATASETS" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_init_checkpoint_loads_weights_into_the_model(fixture_conf, tmp_path):
+    from lazydet.config import compose
+    from lazydet.train import build
+
+    torch.manual_seed(1)
+    source = instantiate(compose("toy"))["model"]
+    torch.save(source.state_dict(), tmp_path / "weights.pth")
+    torch.manual_seed(2)
+    built = build(compose("toy", [f"+train.init_checkpoint={tmp_path / 'weights.pth'}"]))
+    loaded = built["model"].state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in source.state_dict().items())
+    assert built["init_checkpoint"].complete
+
+    # The CLI reports it, and a file that is not a checkpoint is one message.
+    (tmp_path / "bad.pth").write_text("not a checkpoint")
+    result = run_train(
+        ["conf=toy", f"+train.init_checkpoint={tmp_path / 'bad.pth'}"], tmp_path, fixture_conf
+    )
+    assert result.returncode == 1
+    assert "lazydet.train: train.init_checkpoint:" in result.stderr and "bad.pth" in result.stderr
+    good = run_train(
+        ["conf=toy", f"+train.init_checkpoint={tmp_path / 'weights.pth'}"], tmp_path, fixture_conf
+    )
+    assert good.returncode == 0, good.stderr
+    logs = "".join(p.read_text() for p in tmp_path.glob("outputs/*/*/train.log"))
+    assert "Loaded 6 of 6 model tensors" in logs

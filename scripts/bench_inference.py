@@ -1,0 +1,314 @@
+"""Benchmark: lazydet against torchvision on the same detector with the same weights.
+
+Builds torchvision's ``maskrcnn_resnet50_fpn`` (or ``retinanet_resnet50_fpn`` with ``--model
+retinanet``) with random weights, frozen batch norms (as torchvision's pretrained detectors have)
+and class biases that let ~100 detections through (so the mask head runs as on real images),
+loads the same weights into lazydet's torchvision preset (``conf/torchvision_*_fpn.py``) with
+``load_weights``, checks both return the same detections, then times, interleaved, the median of
+``--runs`` forward passes after ``--warmup`` on one image (``--size``, default 800x1066):
+
+* ``torchvision``: the torchvision model;
+* ``lazydet``: the lazydet model as built;
+* ``lazydet optimized``: after ``optimize_for_inference`` (frozen batch norms folded into the
+  convolutions, channels-last weights); ``--ablation`` adds each of the two alone, ``--compile``
+  the same plus ``torch.compile`` of the backbone (for a fixed input size).
+
+All three run under ``torch.inference_mode()``. ``--train`` also times one training step (forward,
+backward, SGD step) on a batch of 2 images (``--train-size``) with synthetic ground truth, for
+both libraries. CPU by default with ``torch.set_num_threads(--threads)``; ``--device cuda`` times
+on a GPU (synchronised).
+
+Usage: ``python scripts/bench_inference.py [--model mask_rcnn|retinanet] [--runs 5] [--train]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torchvision.models import detection
+from torchvision.ops import FrozenBatchNorm2d
+
+from lazydet.config import compose, instantiate
+from lazydet.modeling.optimize import optimize_for_inference
+from lazydet.modeling.weights import load_weights
+from lazydet.structures import BitMasks, Boxes, Instances
+
+NUM_CLASSES = 80  # COCO; torchvision's R-CNNs add a background class
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", choices=["mask_rcnn", "retinanet"], default="mask_rcnn")
+    parser.add_argument("--size", type=int, nargs=2, default=[800, 1066], metavar=("H", "W"))
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--train", action="store_true", help="also time a training step")
+    parser.add_argument("--skip-inference", action="store_true", help="with --train: only train")
+    parser.add_argument("--train-size", type=int, nargs=2, default=[800, 1066], metavar=("H", "W"))
+    parser.add_argument("--train-runs", type=int, default=3)
+    parser.add_argument(
+        "--ablation",
+        action="store_true",
+        help="also time batch-norm folding alone and channels-last alone",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time optimize_for_inference(compile_backbone=True) (compiles first)",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def _freeze_batchnorms(module: nn.Module) -> None:
+    """BatchNorm2d -> FrozenBatchNorm2d, as torchvision builds its pretrained detectors."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
+            n = child.num_features
+            frozen.weight.copy_(torch.rand(n) * 0.5 + 0.5)
+            frozen.bias.copy_(torch.randn(n) * 0.1)
+            frozen.running_mean.copy_(torch.randn(n) * 0.1)
+            frozen.running_var.copy_(torch.rand(n) + 0.5)
+            setattr(module, name, frozen)
+        else:
+            _freeze_batchnorms(child)
+
+
+def build_models(kind: str, size: tuple[int, int]) -> tuple[nn.Module, nn.Module]:
+    """(torchvision model, lazydet model) with the same random weights."""
+    min_size, max_size = min(size), 1333
+    if kind == "mask_rcnn":
+        tv_model = detection.maskrcnn_resnet50_fpn(
+            weights=None, weights_backbone=None, num_classes=NUM_CLASSES + 1,
+            min_size=min_size, max_size=max_size,
+        )  # fmt: skip
+        experiment = "torchvision_mask_rcnn_fpn"
+    else:
+        tv_model = detection.retinanet_resnet50_fpn(
+            weights=None, weights_backbone=None, num_classes=NUM_CLASSES,
+            min_size=min_size, max_size=max_size,
+        )  # fmt: skip
+        experiment = "torchvision_retinanet_fpn"
+    with torch.no_grad():
+        _freeze_batchnorms(tv_model)
+        if kind == "mask_rcnn":
+            # Like a trained model on a busy image: ~100 boxes pass the 0.05 score threshold.
+            predictor = tv_model.roi_heads.box_predictor
+            nn.init.normal_(predictor.cls_score.bias, 0.0, 1.0)
+            predictor.cls_score.bias[0] -= 3.0
+            nn.init.normal_(tv_model.rpn.head.cls_logits.bias, 0.0, 1.0)
+        else:
+            nn.init.normal_(tv_model.head.classification_head.cls_logits.bias, -3.0, 1.0)
+    # torchvision trains layer2..layer4 of a pretrained backbone (trainable_backbone_layers=3);
+    # lazydet's default freeze_at=2 is the same.
+    for part in (tv_model.backbone.body.conv1, tv_model.backbone.body.layer1):
+        part.requires_grad_(False)
+    cfg = compose(experiment, ["dataset=coco2017"])
+    model = instantiate(cfg.model)
+    report = load_weights(model, tv_model.state_dict())
+    unused = [
+        n for n in report.missing if ".lateral_convs.0." not in n and ".output_convs.0." not in n
+    ]
+    if unused or report.unexpected or report.mismatched:
+        raise RuntimeError(f"weights did not load completely:\n{report}")
+    if kind == "mask_rcnn":
+        model.mask_threshold = None  # torchvision returns mask probabilities too
+    return tv_model.eval(), model.eval()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_interleaved(
+    functions: dict[str, Callable[[], object]], runs: int, warmup: int, device: torch.device
+) -> dict[str, list[float]]:
+    """Seconds per call of each function; calls alternate so load changes hit all alike."""
+    times: dict[str, list[float]] = {name: [] for name in functions}
+    for index in range(warmup + runs):
+        for name, function in functions.items():
+            _sync(device)
+            start = time.perf_counter()
+            function()
+            _sync(device)
+            if index >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return times
+
+
+def check_same_detections(tv_output: dict, instances: Instances, label_offset: int) -> str:
+    """Compare detections as sets: detections with equal scores (ties are common with random
+    weights on flat image regions) may come in another order in the two libraries."""
+    if len(instances) != len(tv_output["boxes"]):
+        return f"MISMATCH: {len(instances)} vs {len(tv_output['boxes'])} detections"
+    same = ((instances.scores[:, None] - tv_output["scores"][None]).abs() < 1e-5) & (
+        (instances.pred_classes[:, None] + label_offset) == tv_output["labels"][None]
+    )
+    distance = torch.cdist(instances.pred_boxes.tensor, tv_output["boxes"], p=float("inf"))
+    distance = distance.masked_fill(~same, float("inf"))
+    box_error = distance.min(dim=0).values.max().item()
+    return (
+        f"{len(instances)} detections, each matched by score and label to a box within "
+        f"{box_error:.2e} px"
+    )
+
+
+def _training_inputs(kind: str, size: tuple[int, int], device: torch.device, seed: int):
+    """Two images with 5 objects each, as torchvision targets and as lazydet inputs."""
+    generator = torch.Generator().manual_seed(seed)
+    height, width = size
+    tv_images, tv_targets, lazydet_inputs = [], [], []
+    for _ in range(2):
+        image = torch.rand(3, height, width, generator=generator)
+        xy = torch.rand(5, 2, generator=generator) * torch.tensor([width * 0.6, height * 0.6])
+        wh = 32 + torch.rand(5, 2, generator=generator) * torch.tensor([width * 0.3, height * 0.3])
+        boxes = torch.cat([xy, xy + wh], dim=1)
+        classes = torch.randint(0, NUM_CLASSES, (5,), generator=generator)
+        masks = torch.zeros(5, height, width, dtype=torch.bool)
+        for i, (x1, y1, x2, y2) in enumerate(boxes.round().long().tolist()):
+            masks[i, y1:y2, x1:x2] = True
+        target = {"boxes": boxes, "labels": classes + (1 if kind == "mask_rcnn" else 0)}
+        instances = Instances((height, width), gt_boxes=Boxes(boxes), gt_classes=classes)
+        if kind == "mask_rcnn":
+            target["masks"] = masks.to(torch.uint8)
+            instances.gt_masks = BitMasks(masks)
+        tv_images.append(image.to(device))
+        tv_targets.append({k: v.to(device) for k, v in target.items()})
+        lazydet_inputs.append({"image": (image * 255).to(device), "instances": instances})
+    return tv_images, tv_targets, lazydet_inputs
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    size = tuple(args.size)
+    tv_model, model = build_models(args.model, size)
+    tv_model.to(device)
+    model.to(device)
+    optimized = optimize_for_inference(copy.deepcopy(model))
+    label_offset = 1 if args.model == "mask_rcnn" else 0
+
+    generator = torch.Generator().manual_seed(args.seed)
+    coarse = torch.rand(1, 3, size[0] // 32, size[1] // 32, generator=generator)
+    image = nn.functional.interpolate(coarse, size=size, mode="bilinear")[0].clamp(0, 1).to(device)
+    lazydet_inputs = [{"image": image * 255, "height": size[0], "width": size[1]}]
+
+    print(f"device={device} threads={torch.get_num_threads()} model={args.model} image={size}")
+    with torch.inference_mode():
+        tv_output = tv_model([image])[0]
+        plain = model(lazydet_inputs)[0]["instances"]
+        fast = optimized(lazydet_inputs)[0]["instances"]
+    print("lazydet vs torchvision:", check_same_detections(tv_output, plain, label_offset))
+    print("optimized vs torchvision:", check_same_detections(tv_output, fast, label_offset))
+    coarsest_stride = 64 if args.model == "mask_rcnn" else 128
+    padded = [-(-side // 32) * 32 for side in size]
+    if any(side % coarsest_stride for side in padded):
+        print(
+            f"  (padded size {padded} is not a multiple of {coarsest_stride}: torchvision spaces "
+            "the coarsest levels' anchors by padded size // feature size, not the stride, so "
+            "detections from those levels may differ; see docs/weights.md)"
+        )
+
+    if not args.skip_inference:
+        time_inference(args, tv_model, model, optimized, image, lazydet_inputs, device)
+    if args.train:
+        time_training(args, tv_model, model, device)
+
+
+def time_inference(
+    args: argparse.Namespace,
+    tv_model: nn.Module,
+    model: nn.Module,
+    optimized: nn.Module,
+    image: torch.Tensor,
+    lazydet_inputs: list[dict],
+    device: torch.device,
+) -> None:
+    """Forward passes of torchvision, lazydet and optimised lazydet, interleaved."""
+
+    def infer(module: nn.Module, inputs: object) -> Callable[[], object]:
+        def run() -> object:
+            with torch.inference_mode():
+                return module(inputs)
+
+        return run
+
+    variants = {
+        "torchvision": infer(tv_model, [image]),
+        "lazydet": infer(model, lazydet_inputs),
+        "lazydet optimized": infer(optimized, lazydet_inputs),
+    }
+    if args.ablation:
+        folded = optimize_for_inference(copy.deepcopy(model), channels_last=False)
+        nhwc = optimize_for_inference(copy.deepcopy(model), fold_batchnorm=False)
+        variants["lazydet fold BN only"] = infer(folded, lazydet_inputs)
+        variants["lazydet NHWC only"] = infer(nhwc, lazydet_inputs)
+    if args.compile:
+        compiled = optimize_for_inference(copy.deepcopy(model), compile_backbone=True)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            compiled(lazydet_inputs)
+        print(f"compiling the backbone took {time.perf_counter() - start:.1f} s")
+        variants["lazydet optimized+compile"] = infer(compiled, lazydet_inputs)
+    times = time_interleaved(variants, args.runs, args.warmup, device)
+    baseline = statistics.median(times["torchvision"])
+    print(f"\nInference, median of {args.runs} after {args.warmup} warm-up:")
+    for name, values in times.items():
+        median = statistics.median(values)
+        print(f"  {name:26s} {median * 1000:9.1f} ms  ({median / baseline:.2f}x torchvision)")
+
+
+def time_training(
+    args: argparse.Namespace, tv_model: nn.Module, model: nn.Module, device: torch.device
+) -> None:
+    """One SGD step (forward, backward, update) on 2 images, both libraries, interleaved."""
+    tv_images, tv_targets, train_inputs = _training_inputs(
+        args.model, tuple(args.train_size), device, args.seed
+    )
+    tv_model.train()
+    model.train()
+    tv_optimizer = torch.optim.SGD([p for p in tv_model.parameters() if p.requires_grad], lr=1e-4)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+
+    def step(module: nn.Module, optim: torch.optim.Optimizer, call: Callable[[], dict]):
+        def run() -> None:
+            losses = call()
+            optim.zero_grad(set_to_none=True)
+            sum(losses.values()).backward()
+            optim.step()
+
+        return run
+
+    train_times = time_interleaved(
+        {
+            "torchvision": step(tv_model, tv_optimizer, lambda: tv_model(tv_images, tv_targets)),
+            "lazydet": step(model, optimizer, lambda: model(train_inputs)),
+        },
+        args.train_runs,
+        1,
+        device,
+    )
+    baseline = statistics.median(train_times["torchvision"])
+    print(
+        f"\nTraining step (batch 2, {tuple(args.train_size)}), median of {args.train_runs} "
+        "after 1 warm-up:"
+    )
+    for name, values in train_times.items():
+        median = statistics.median(values)
+        print(f"  {name:26s} {median * 1000:9.1f} ms  ({median / baseline:.2f}x torchvision)")
+
+
+if __name__ == "__main__":
+    main()
