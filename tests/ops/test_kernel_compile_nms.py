@@ -9,11 +9,6 @@ comparison relies on: a correctly rounded division and no fused multiply-add.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-
 import pytest
 
 pytest.importorskip("triton")
@@ -42,19 +37,8 @@ json.dump(report, sys.stdout)
 
 
 @pytest.fixture(scope="module")
-def compile_report(tmp_path_factory) -> dict[str, dict[str, object]]:
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    # A fresh cache, so the kernels are really compiled (and ptxas really runs).
-    env["TRITON_CACHE_DIR"] = str(tmp_path_factory.mktemp("triton_cache"))
-    result = subprocess.run(
-        [sys.executable, "-c", _COMPILE_SCRIPT],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    return json.loads(result.stdout)
+def compile_report(run_compile_script) -> dict[str, dict[str, object]]:
+    return run_compile_script(_COMPILE_SCRIPT)
 
 
 @pytest.mark.parametrize("arch", [80, 90])

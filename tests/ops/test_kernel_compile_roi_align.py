@@ -11,11 +11,6 @@ it for this process.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-
 import pytest
 
 pytest.importorskip("triton")
@@ -80,17 +75,8 @@ json.dump(results, sys.stdout)
 
 
 @pytest.fixture(scope="module")
-def compiled() -> dict:
-    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
-    done = subprocess.run(
-        [sys.executable, "-c", _COMPILE_SCRIPT],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
-    return json.loads(done.stdout)
+def compiled(run_compile_script) -> dict:
+    return run_compile_script(_COMPILE_SCRIPT)
 
 
 def test_every_variant_compiles_to_cubin_for_both_targets(compiled):

@@ -26,15 +26,6 @@ BACKENDS = ("triton", "torchvision")
 pytestmark = pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 
 
-@pytest.fixture(scope="module")
-def device() -> torch.device:
-    if backend.triton_interpreter_enabled():
-        return torch.device("cpu")
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    pytest.skip("Triton kernels need TRITON_INTERPRET=1 (tests/ops/conftest.py sets it) or CUDA")
-
-
 def _clustered_boxes(num_boxes: int, seed: int, *, offset: float = 0.0) -> torch.Tensor:
     """XYXY boxes jittered around a few centres, so that many pairs overlap above any threshold."""
     gen = torch.Generator().manual_seed(seed)

@@ -16,15 +16,6 @@ from lazydet.ops.roi_align import assign_boxes_to_levels, multilevel_roi_align, 
 kernels = pytest.importorskip("lazydet.kernels.roi_align")
 
 
-@pytest.fixture(scope="module")
-def device() -> torch.device:
-    if backend.triton_interpreter_enabled():
-        return torch.device("cpu")
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    pytest.skip("Triton kernels need TRITON_INTERPRET=1 (tests/ops/conftest.py sets it) or CUDA")
-
-
 def _reference(features, rois, output_size, scale, sampling_ratio, aligned):
     """torchvision.ops.roi_align, lazydet's sampling_ratio convention (0 = adaptive)."""
     return torchvision.ops.roi_align(
