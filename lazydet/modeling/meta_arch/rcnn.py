@@ -13,8 +13,8 @@ from lazydet.modeling.backbone.base import Backbone
 from lazydet.modeling.meta_arch.preprocessing import (
     IMAGENET_RGB_MEAN,
     IMAGENET_RGB_STD,
+    ImageDetector,
     InputFormat,
-    normalize_and_batch,
 )
 from lazydet.modeling.postprocessing import detector_postprocess
 from lazydet.structures import ImageList, Instances
@@ -45,7 +45,7 @@ def build_from_backbone(
     return module
 
 
-class GeneralizedRCNN(nn.Module):
+class GeneralizedRCNN(ImageDetector):
     """Two-stage detector: a backbone, a proposal generator and ROI heads.
 
     Inputs are ``list[dict]``, one per image:
@@ -91,49 +91,16 @@ class GeneralizedRCNN(nn.Module):
         input_format: InputFormat = "RGB",
         mask_threshold: float | None = 0.5,
     ) -> None:
-        super().__init__()
-        if not isinstance(backbone, nn.Module) or not hasattr(backbone, "output_shape"):
-            raise TypeError(
-                "GeneralizedRCNN backbone must be a Backbone module with output_shape(), got "
-                f"{type(backbone).__name__}."
-            )
-        if input_format not in ("RGB", "BGR"):
-            raise ValueError(f"input_format must be 'RGB' or 'BGR', got {input_format!r}.")
-        if len(pixel_mean) != len(pixel_std) or any(s <= 0 for s in pixel_std):
-            raise ValueError(
-                f"pixel_mean ({len(pixel_mean)} values) and pixel_std ({len(pixel_std)}) need one "
-                "value per image channel, and pixel_std must be positive."
-            )
+        super().__init__(
+            backbone=backbone, pixel_mean=pixel_mean, pixel_std=pixel_std, input_format=input_format
+        )
         if roi_heads is None:
             raise ValueError("GeneralizedRCNN needs roi_heads (e.g. StandardROIHeads).")
-        self.backbone = backbone
         self.proposal_generator = build_from_backbone(
             proposal_generator, "proposal_generator", backbone
         )
         self.roi_heads = build_from_backbone(roi_heads, "roi_heads", backbone)
-        self.input_format = input_format
         self.mask_threshold = mask_threshold
-        self.register_buffer(
-            "pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False
-        )
-        self.register_buffer(
-            "pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False
-        )
-
-    @property
-    def device(self) -> torch.device:
-        return self.pixel_mean.device
-
-    def preprocess_image(self, batched_inputs: Sequence[Mapping[str, Any]]) -> ImageList:
-        """Normalise the images and pad them into one batch (size divisible as the backbone needs)."""
-        return normalize_and_batch(
-            batched_inputs,
-            pixel_mean=self.pixel_mean,
-            pixel_std=self.pixel_std,
-            size_divisibility=self.backbone.size_divisibility,
-            input_format=self.input_format,
-            owner="GeneralizedRCNN",
-        )
 
     def forward(
         self, batched_inputs: Sequence[Mapping[str, Any]]

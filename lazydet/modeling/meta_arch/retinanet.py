@@ -17,11 +17,11 @@ from lazydet.modeling.matcher import Matcher
 from lazydet.modeling.meta_arch.preprocessing import (
     IMAGENET_RGB_MEAN,
     IMAGENET_RGB_STD,
-    normalize_and_batch,
+    ImageDetector,
 )
 from lazydet.modeling.postprocessing import detector_postprocess
 from lazydet.ops import batched_nms
-from lazydet.structures import Boxes, ImageList, Instances, pairwise_iou
+from lazydet.structures import Boxes, Instances, pairwise_iou
 
 RetinaNetLossNormalizer = Literal["ema", "per_image"]
 
@@ -126,7 +126,7 @@ def _with_top_block(
     return {**input_shape, **extra}
 
 
-class RetinaNet(nn.Module):
+class RetinaNet(ImageDetector):
     """RetinaNet: backbone, dense head over anchors, focal loss, per-class NMS.
 
     Inputs are ``list[dict]``: ``image`` a ``[C, H, W]`` tensor (0-255, in the channel order of
@@ -190,7 +190,7 @@ class RetinaNet(nn.Module):
         pixel_std: Sequence[float] = IMAGENET_RGB_STD,
         top_block: nn.Module | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(backbone=backbone, pixel_mean=pixel_mean, pixel_std=pixel_std)
         input_shape = _with_top_block(backbone.output_shape(), top_block)
         head_in_features = list(head_in_features)
         in_channels = shared_head_channels(
@@ -204,12 +204,6 @@ class RetinaNet(nn.Module):
             raise ValueError(
                 f"box_reg_loss_type must be 'smooth_l1' or 'giou', got {box_reg_loss_type!r}."
             )
-        if len(pixel_mean) != len(pixel_std):
-            raise ValueError(
-                f"pixel_mean ({len(pixel_mean)} values) and pixel_std ({len(pixel_std)}) must "
-                "have one value per image channel."
-            )
-        self.backbone = backbone
         self.top_block = top_block
         self.head_in_features = head_in_features
         self.strides = [input_shape[name].stride for name in head_in_features]
@@ -241,26 +235,6 @@ class RetinaNet(nn.Module):
         self.topk_candidates = topk_candidates
         self.nms_threshold = nms_threshold
         self.max_detections_per_image = max_detections_per_image
-        self.register_buffer(
-            "pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False
-        )
-        self.register_buffer(
-            "pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False
-        )
-
-    @property
-    def device(self) -> torch.device:
-        return self.pixel_mean.device
-
-    def preprocess_image(self, batched_inputs: Sequence[Mapping[str, Any]]) -> ImageList:
-        """Normalise the images and pad them into one batch (size divisible as the backbone needs)."""
-        return normalize_and_batch(
-            batched_inputs,
-            pixel_mean=self.pixel_mean,
-            pixel_std=self.pixel_std,
-            size_divisibility=self.backbone.size_divisibility,
-            owner="RetinaNet",
-        )
 
     def forward(
         self, batched_inputs: Sequence[Mapping[str, Any]]
