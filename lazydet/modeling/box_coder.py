@@ -13,6 +13,7 @@ Boxes are ``XYXY`` in absolute pixels.
 from __future__ import annotations
 
 import math
+import typing
 from collections.abc import Sequence
 from typing import Literal
 
@@ -26,6 +27,12 @@ from torchvision.ops import generalized_box_iou_loss
 DEFAULT_SCALE_CLAMP = math.log(1000.0 / 16)
 
 BoxRegressionLossType = Literal["smooth_l1", "giou"]
+
+
+def check_box_reg_loss_type(value: str) -> None:
+    """Raise at build time, not at the first training step, for an unknown loss type."""
+    if value not in typing.get_args(BoxRegressionLossType):
+        raise ValueError(f"box_reg_loss_type must be 'smooth_l1' or 'giou', got {value!r}.")
 
 
 def _check_boxes(name: str, boxes: Tensor) -> None:

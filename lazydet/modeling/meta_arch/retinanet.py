@@ -12,7 +12,12 @@ from torchvision.ops import sigmoid_focal_loss
 
 from lazydet.modeling.anchor_generator import DefaultAnchorGenerator, shared_head_channels
 from lazydet.modeling.backbone.base import Backbone, ShapeSpec
-from lazydet.modeling.box_coder import Box2BoxTransform, BoxRegressionLossType, box_regression_loss
+from lazydet.modeling.box_coder import (
+    Box2BoxTransform,
+    BoxRegressionLossType,
+    box_regression_loss,
+    check_box_reg_loss_type,
+)
 from lazydet.modeling.matcher import Matcher
 from lazydet.modeling.meta_arch.preprocessing import (
     IMAGENET_RGB_MEAN,
@@ -200,10 +205,7 @@ class RetinaNet(ImageDetector):
             raise ValueError(
                 f"loss_normalizer must be 'ema' or 'per_image', got {loss_normalizer!r}."
             )
-        if box_reg_loss_type not in ("smooth_l1", "giou"):
-            raise ValueError(
-                f"box_reg_loss_type must be 'smooth_l1' or 'giou', got {box_reg_loss_type!r}."
-            )
+        check_box_reg_loss_type(box_reg_loss_type)
         self.top_block = top_block
         self.head_in_features = head_in_features
         self.strides = [input_shape[name].stride for name in head_in_features]

@@ -12,7 +12,12 @@ from torch import Tensor, nn
 
 from lazydet.modeling.anchor_generator import DefaultAnchorGenerator, shared_head_channels
 from lazydet.modeling.backbone.base import ShapeSpec
-from lazydet.modeling.box_coder import Box2BoxTransform, BoxRegressionLossType, box_regression_loss
+from lazydet.modeling.box_coder import (
+    Box2BoxTransform,
+    BoxRegressionLossType,
+    box_regression_loss,
+    check_box_reg_loss_type,
+)
 from lazydet.modeling.matcher import Matcher
 from lazydet.modeling.sampling import subsample_labels
 from lazydet.ops import batched_nms
@@ -166,10 +171,7 @@ class RPN(nn.Module):
             raise ValueError(
                 f"loss_normalizer must be 'batch_size' or 'num_sampled', got {loss_normalizer!r}."
             )
-        if box_reg_loss_type not in ("smooth_l1", "giou"):
-            raise ValueError(
-                f"box_reg_loss_type must be 'smooth_l1' or 'giou', got {box_reg_loss_type!r}."
-            )
+        check_box_reg_loss_type(box_reg_loss_type)
         unknown_weights = set(loss_weights or {}) - {"loss_rpn_cls", "loss_rpn_loc"}
         if unknown_weights:
             raise ValueError(

@@ -14,7 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lazydet.modeling.box_coder import Box2BoxTransform, BoxRegressionLossType, box_regression_loss
+from lazydet.modeling.box_coder import (
+    Box2BoxTransform,
+    BoxRegressionLossType,
+    box_regression_loss,
+    check_box_reg_loss_type,
+)
 from lazydet.ops import batched_nms
 from lazydet.structures import Boxes, Instances
 
@@ -75,10 +80,7 @@ class FastRCNNOutputLayers(nn.Module):
                 "FastRCNNOutputLayers needs positive input_size and num_classes, got "
                 f"input_size={input_size}, num_classes={num_classes}."
             )
-        if box_reg_loss_type not in ("smooth_l1", "giou"):
-            raise ValueError(
-                f"box_reg_loss_type must be 'smooth_l1' or 'giou', got {box_reg_loss_type!r}."
-            )
+        check_box_reg_loss_type(box_reg_loss_type)
         unknown = set(loss_weights or {}) - {"loss_cls", "loss_box_reg"}
         if unknown:
             raise ValueError(
