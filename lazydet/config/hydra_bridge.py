@@ -51,11 +51,11 @@ from .tree import (
     CONFIG_PATH_ENV,
     EXPERIMENT_GROUP,
     ConfigTree,
-    _is_public,
-    _py_options,
     builtin_config_root,
+    is_public_name,
     load_experiment,
     load_option,
+    option_names,
 )
 from .validate import validate
 
@@ -104,13 +104,7 @@ class LazydetConfigSource(ConfigSource):
         return self.tree.is_group(config_path)
 
     def is_config(self, config_path: str) -> bool:
-        group, name = self._split(config_path)
-        if not _is_public(name):
-            return False
-        root = Path(self.path)
-        if group == EXPERIMENT_GROUP:
-            return (root / f"{name}.py").is_file()
-        return bool(group) and (root / group / f"{name}.py").is_file()
+        return self.tree.config_file(*self._split(config_path)) is not None
 
     def list(self, config_path: str, results_filter: Any) -> list[str]:
         config_path = config_path.strip("/")
@@ -119,15 +113,15 @@ class LazydetConfigSource(ConfigSource):
         configs: list[str] = []
         if config_path == "":
             groups = [EXPERIMENT_GROUP] + [
-                p.name for p in root.iterdir() if p.is_dir() and _is_public(p.name)
+                p.name for p in root.iterdir() if p.is_dir() and is_public_name(p.name)
             ]
         elif config_path == EXPERIMENT_GROUP:
-            configs = _py_options(root)
+            configs = option_names(root)
         else:
             folder = root / config_path
             if folder.is_dir():
-                groups = [p.name for p in folder.iterdir() if p.is_dir() and _is_public(p.name)]
-                configs = _py_options(folder)
+                groups = [p.name for p in folder.iterdir() if p.is_dir() and is_public_name(p.name)]
+                configs = option_names(folder)
         out = []
         if results_filter in (None, ObjectType.GROUP):
             out += groups

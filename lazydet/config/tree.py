@@ -25,8 +25,10 @@ __all__ = [
     "ConfigTree",
     "builtin_config_root",
     "config_roots",
+    "is_public_name",
     "load_experiment",
     "load_option",
+    "option_names",
 ]
 
 CONFIG_PATH_ENV = "LAZYDET_CONFIG_PATH"
@@ -56,14 +58,16 @@ def config_roots() -> list[Path]:
     return roots
 
 
-def _is_public(name: str) -> bool:
+def is_public_name(name: str) -> bool:
+    """Names starting with ``_`` or ``.`` are helpers (``_steps.py``), not options or groups."""
     return not name.startswith(("_", "."))
 
 
-def _py_options(folder: Path) -> list[str]:
+def option_names(folder: Path) -> list[str]:
+    """The config files of ``folder`` (without ``.py``), sorted; none if it does not exist."""
     if not folder.is_dir():
         return []
-    return sorted(p.stem for p in folder.glob("*.py") if _is_public(p.stem))
+    return sorted(p.stem for p in folder.glob("*.py") if is_public_name(p.stem))
 
 
 @dataclass(frozen=True)
@@ -77,13 +81,26 @@ class ConfigTree:
         return cls(tuple(config_roots()))
 
     def experiments(self) -> list[str]:
-        return sorted({name for root in self.roots for name in _py_options(root)})
+        return sorted({name for root in self.roots for name in option_names(root)})
+
+    def config_file(self, group: str, name: str) -> Path | None:
+        """The file of experiment ``name`` (``group`` is ``conf``) or of option ``group/name``.
+
+        The first root that has it wins; None when no root does.
+        """
+        if not group or not is_public_name(name):
+            return None
+        for root in self.roots:
+            folder = root if group == EXPERIMENT_GROUP else root / group
+            path = folder / f"{name}.py"
+            if path.is_file():
+                return path
+        return None
 
     def experiment_file(self, name: str) -> Path:
-        for root in self.roots:
-            path = root / f"{name}.py"
-            if path.is_file() and _is_public(name):
-                return path
+        path = self.config_file(EXPERIMENT_GROUP, name)
+        if path is not None:
+            return path
         raise ConfigError(
             f"No experiment '{name}' (conf={name}).{did_you_mean(name, self.experiments())} "
             f"Experiments: {', '.join(self.experiments()) or '(none)'}; searched "
@@ -98,21 +115,20 @@ class ConfigTree:
                 if not folder.is_dir():
                     continue
                 rel = folder.relative_to(root)
-                if not all(_is_public(part) for part in rel.parts):
+                if not all(is_public_name(part) for part in rel.parts):
                     continue
-                options = _py_options(folder)
+                options = option_names(folder)
                 if options:
                     found.setdefault(rel.as_posix(), set()).update(options)
         return {group: sorted(options) for group, options in sorted(found.items())}
 
     def is_group(self, group: str) -> bool:
-        return any((root / group).is_dir() and _py_options(root / group) for root in self.roots)
+        return any((root / group).is_dir() and option_names(root / group) for root in self.roots)
 
     def option_file(self, group: str, option: str) -> Path:
-        for root in self.roots:
-            path = root / group / f"{option}.py"
-            if path.is_file() and _is_public(option):
-                return path
+        path = self.config_file(group, option)
+        if path is not None:
+            return path
         options = self.groups().get(group, [])
         raise ConfigError(
             f"Group '{group}' has no option '{option}'.{did_you_mean(option, options)} "
