@@ -28,7 +28,8 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def slow(session: nox.Session) -> None:
-    """The larger Triton-interpreter sweeps marked slow."""
+    """The tests marked ``slow``, which the default run skips (Inductor compilation of a backbone,
+    full-size models on real photos, multi-second waits)."""
     _install(session)
     session.run("python", "-m", "pytest", "-n", "auto", "-m", "slow", *session.posargs)
 

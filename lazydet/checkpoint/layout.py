@@ -29,6 +29,12 @@ def _is_norm(module: nn.Module) -> bool:
     return isinstance(module, norms) or _is(module, "FrozenBatchNorm2d")
 
 
+# Buffers that are lazydet training state, by the class that registers them: torchvision and
+# Detectron2 keep the equivalent as a plain attribute (or not at all), so their checkpoints never
+# hold it. RetinaNet's loss-normaliser EMA of the foreground-anchor count is one.
+_TRAINING_STATE = {"RetinaNet": ("foreground_ema",)}
+
+
 def _prefix(name: str) -> str:
     return f"{name}." if name else ""
 
@@ -93,12 +99,18 @@ class ModelLayout:
     # Foreground classes of the ROI heads' box predictor and of the RetinaNet head.
     roi_num_classes: int | None = None
     retinanet_num_classes: int | None = None
+    # Qualified names of training-state buffers (see _TRAINING_STATE) present in the model.
+    training_state: list[str] = field(default_factory=list)
 
     @classmethod
     def of(cls, model: nn.Module) -> ModelLayout:
         layout = cls()
         for name, module in model.named_modules():
             prefix = _prefix(name)
+            for class_name, buffers in _TRAINING_STATE.items():
+                if _is(module, class_name):
+                    own = dict(module.named_buffers(recurse=False))
+                    layout.training_state += [prefix + b for b in buffers if b in own]
             if _is(module, "ResNet") and layout.resnet is None:
                 layout.resnet = prefix
             elif _is(module, "FPN") and layout.fpn is None:

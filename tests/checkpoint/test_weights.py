@@ -21,6 +21,12 @@ import torchvision
 from torch import nn
 from torchvision.models import detection
 
+from lazydet.checkpoint import (
+    LoadReport,
+    UnsafeCheckpointError,
+    load_weights,
+    read_checkpoint,
+)
 from lazydet.config import compose, instantiate
 from lazydet.modeling.anchor_generator import DefaultAnchorGenerator
 from lazydet.modeling.backbone import FPN, LastLevelMaxPool, LastLevelP6P7, ResNet, ViT
@@ -32,12 +38,6 @@ from lazydet.modeling.roi_heads import (
     KRCNNConvDeconvUpsampleHead,
     MaskRCNNConvUpsampleHead,
     StandardROIHeads,
-)
-from lazydet.modeling.weights import (
-    LoadReport,
-    UnsafeCheckpointError,
-    load_weights,
-    read_checkpoint,
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -118,7 +118,7 @@ def test_reads_torch_zip_legacy_and_lazydet_checkpoints(tmp_path: Path) -> None:
     assert read_checkpoint(tmp_path / "ld.pth").meta == {"lazydet_version": "0.1.0", "iteration": 7}
 
 
-@pytest.mark.parametrize("protocol", [2, 4])
+@pytest.mark.parametrize("protocol", [2, 4, 5])  # 5: Python 3.14's default
 def test_reads_detectron2_pickle_of_numpy_arrays(tmp_path: Path, protocol: int) -> None:
     arrays = {
         "backbone.bottom_up.stem.conv1.weight": np.random.rand(64, 3, 7, 7).astype(np.float32),
@@ -182,7 +182,7 @@ def test_corrupt_missing_and_foreign_files_raise_naming_the_file(tmp_path: Path)
     (tmp_path / "list.pkl").write_bytes(pickle.dumps([1, 2, 3]))
 
     assert not zipfile.is_zipfile(tmp_path / "truncated.pth")
-    with pytest.raises(ValueError, match=r"truncated\.pth.*(corrupt|not a checkpoint)"):
+    with pytest.raises(ValueError, match=r"truncated\.pth is truncated or corrupt"):
         read_checkpoint(tmp_path / "truncated.pth")
     with pytest.raises(ValueError, match=r"truncated\.pkl.*corrupt"):
         read_checkpoint(tmp_path / "truncated.pkl")
@@ -194,6 +194,8 @@ def test_corrupt_missing_and_foreign_files_raise_naming_the_file(tmp_path: Path)
         read_checkpoint(tmp_path / "list.pkl")
     with pytest.raises(FileNotFoundError, match="absent.pth"):
         load_weights(nn.Linear(2, 2), tmp_path / "absent.pth")
+    with pytest.raises(IsADirectoryError, match=f"{tmp_path.name} is a directory"):
+        load_weights(nn.Linear(2, 2), tmp_path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,6 +221,88 @@ def test_ddp_prefix_is_stripped() -> None:
     report = load_weights(target, {f"module.{k}": v for k, v in source.state_dict().items()})
     assert report.complete
     _assert_same_state(source, target)
+
+
+@pytest.mark.parametrize(
+    "wrappers", [["_orig_mod."], ["module.", "_orig_mod."], ["_orig_mod.", "module."]]
+)
+def test_compile_and_ddp_prefixes_are_stripped_in_any_order(wrappers: list[str]) -> None:
+    source = _randomize(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)), seed=5)
+    state = source.state_dict()
+    for prefix in reversed(wrappers):  # the outermost wrapper's prefix comes first
+        state = {f"{prefix}{k}": v for k, v in state.items()}
+    target = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    assert load_weights(target, state, strict=True).complete
+    _assert_same_state(source, target)
+
+
+def test_state_dict_of_a_torch_compiled_model_loads(tmp_path: Path) -> None:
+    source = _randomize(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)), seed=6)
+    compiled = torch.compile(source)  # wrapping only: nothing compiles until it is called
+    assert all(k.startswith("_orig_mod.") for k in compiled.state_dict())
+    torch.save(compiled.state_dict(), tmp_path / "compiled.pth")
+    target = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    assert load_weights(target, tmp_path / "compiled.pth", strict=True).complete
+    _assert_same_state(source, target)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool, torch.complex64])
+def test_non_float_tensors_are_not_cast_into_float_parameters(dtype: torch.dtype) -> None:
+    model = nn.Sequential(nn.Linear(3, 2), nn.Linear(2, 2))
+    before = model[0].weight.detach().clone()
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    state["0.weight"] = torch.ones(2, 3, dtype=dtype)
+
+    report = load_weights(model, state)
+
+    assert report.mismatched_dtype == [("0.weight", dtype, torch.float32)]
+    assert not report.complete and "0.weight" not in report.loaded
+    assert torch.equal(model[0].weight, before)  # left as it was, not cast
+    assert f"0.weight: checkpoint {dtype} vs model torch.float32" in str(report)
+    with pytest.raises(ValueError, match="strict=True"):
+        load_weights(model, state, strict=True)
+
+
+def test_only_non_float_tensors_says_so() -> None:
+    model = nn.Linear(3, 2)
+    state = {k: torch.ones_like(v, dtype=torch.int64) for k, v in model.state_dict().items()}
+    with pytest.raises(
+        ValueError, match=r"0 of 2 parameters.*2 matched in name and shape.*integer"
+    ):
+        load_weights(model, state)
+
+
+def test_lower_precision_floats_and_integer_buffers_still_load() -> None:
+    source = _randomize(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)), seed=7)
+    source[1].num_batches_tracked.fill_(12)  # an int64 buffer into an int64 buffer
+    half = {k: v.half() if v.is_floating_point() else v for k, v in source.state_dict().items()}
+    target = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    report = load_weights(target, half, strict=True)
+    assert report.complete and not report.mismatched_dtype
+    assert int(target[1].num_batches_tracked) == 12
+    torch.testing.assert_close(target[0].weight, source[0].weight.half().float())
+
+
+def test_nan_and_inf_weights_warn_naming_the_tensors() -> None:
+    model = nn.Sequential(nn.Linear(3, 2), nn.Linear(2, 2))
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    state["0.bias"][0] = float("nan")
+    state["1.weight"][1, 1] = float("-inf")
+
+    with pytest.warns(
+        RuntimeWarning, match=r"<state dict>: 2 loaded tensors hold NaN or inf.*0\.bias, 1\.weight"
+    ):
+        report = load_weights(model, state)
+
+    assert report.nonfinite == ["0.bias", "1.weight"]
+    assert report.complete  # loaded as asked, but flagged
+    assert "holding NaN or inf" in str(report)
+
+
+def test_finite_weights_do_not_warn(recwarn) -> None:
+    model = nn.Linear(3, 2)
+    report = load_weights(model, {k: v.detach().clone() for k, v in model.state_dict().items()})
+    assert report.nonfinite == [] and not [w for w in recwarn if "NaN" in str(w.message)]
 
 
 def test_torchvision_imagenet_resnet_gives_torchvision_features() -> None:
@@ -259,8 +343,9 @@ def test_torchvision_imagenet_resnet_into_a_detector() -> None:
             continue
         assert torch.equal(resnet_state[name], value), name
         assert report.renamed[f"backbone.bottom_up.{name}"] == name
-    assert all(name.startswith(("backbone.lateral", "backbone.output", "head.", "top_block."))
-               for name in report.missing)  # fmt: skip
+    parts = ("backbone.lateral", "backbone.output", "backbone.top_block.", "head.", "top_block.")
+    assert all(name.startswith(parts) for name in report.missing)
+    assert report.kept == ["foreground_ema"]  # RetinaNet's loss-normaliser EMA: not in the file
 
 
 def test_wrong_architecture_says_nothing_matched(tmp_path: Path) -> None:
@@ -346,7 +431,10 @@ _D2_RULES = [
 ]  # fmt: skip
 
 
-def _detectron2_name(name: str, fpn_levels: dict[int, int]) -> str:
+def _detectron2_name(name: str, fpn_levels: dict[int, int]) -> str | None:
+    """The Detectron2 name of a lazydet tensor; None for state Detectron2 does not save."""
+    if name == "foreground_ema":  # Detectron2 keeps RetinaNet's loss normaliser as a float
+        return None
     fpn = re.fullmatch(r"backbone\.(lateral|output)_convs\.(\d)\.0\.(\w+)", name)
     if fpn:
         return f"backbone.fpn_{fpn[1]}{fpn_levels[int(fpn[2])]}.{fpn[3]}"
@@ -363,6 +451,7 @@ def _write_detectron2_pkl(model: nn.Module, path: Path, fpn_levels: dict[int, in
     arrays = {
         _detectron2_name(name, fpn_levels): rng.standard_normal(tuple(t.shape)).astype(np.float32)
         for name, t in model.state_dict().items()
+        if _detectron2_name(name, fpn_levels) is not None
     }
     for name, array in arrays.items():
         if name.endswith("running_var"):
@@ -423,8 +512,12 @@ def test_detectron2_retinanet_pkl_with_top_block_from_res5(tmp_path: Path) -> No
 
     report = load_weights(model, tmp_path / "retinanet.pkl", strict=True, detectron2_to_rgb=False)
 
-    assert report.naming == "detectron2"
+    assert report.naming == "detectron2" and report.complete
+    assert report.kept == ["foreground_ema"]  # training state, left as initialised
+    assert float(model.foreground_ema) == 100.0
     for name, tensor in model.state_dict().items():
+        if name == "foreground_ema":
+            continue
         assert torch.equal(tensor, torch.from_numpy(arrays[_detectron2_name(name, levels)])), name
     assert report.renamed["backbone.lateral_convs.0.0.weight"] == "backbone.fpn_lateral3.weight"
     assert "head.cls_subnet.0.weight" not in report.renamed  # same name in both libraries
@@ -468,3 +561,65 @@ def test_torchvision_coco_91_classes_into_80_class_models() -> None:
     tv_logits = tv_retina.head.classification_head.cls_logits.weight.reshape(9, 91, 256, 3, 3)
     logits = retina.head.cls_score.weight.reshape(9, 80, 256, 3, 3)
     assert torch.equal(logits, tv_logits[:, _COCO_IDS])
+
+
+# torchvision's ``_load_from_state_dict`` upgrades these older names (version < 2 of each module);
+# the downloadable ``*_coco-*.pth`` files still use them. Written as the inverse of that upgrade.
+_OLD_TORCHVISION_NAMES = [
+    (
+        r"backbone\.fpn\.(inner|layer)_blocks\.(\d+)\.0\.(weight|bias)",
+        r"backbone.fpn.\1_blocks.\2.\3",
+    ),
+    (r"rpn\.head\.conv\.0\.0\.(weight|bias)", r"rpn.head.conv.\1"),
+    (
+        r"roi_heads\.mask_head\.(\d+)\.0\.(weight|bias)",
+        lambda m: f"roi_heads.mask_head.mask_fcn{int(m[1]) + 1}.{m[2]}",
+    ),
+    (
+        r"head\.(classification|regression)_head\.conv\.(\d+)\.0\.(weight|bias)",
+        lambda m: f"head.{m[1]}_head.conv.{2 * int(m[2])}.{m[3]}",
+    ),
+]
+
+
+def _with_old_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    renamed = {}
+    for key, value in state.items():
+        for pattern, replacement in _OLD_TORCHVISION_NAMES:
+            key = re.sub(rf"^{pattern}$", replacement, key)
+        renamed[key] = value
+    return renamed
+
+
+@pytest.mark.parametrize(
+    ("builder", "preset", "old_names"),
+    [
+        (detection.maskrcnn_resnet50_fpn, "torchvision_mask_rcnn_fpn", 4 * 4 + 2 + 4 * 2),
+        (detection.retinanet_resnet50_fpn, "torchvision_retinanet_fpn", 3 * 4 + 2 * 4 * 2),
+    ],
+)
+def test_torchvision_older_layer_names_load_like_the_current_ones(builder, preset, old_names):
+    torch.manual_seed(0)
+    tv_model = builder(weights=None, weights_backbone=None, num_classes=91)
+    current = {k: v.clone() for k, v in tv_model.state_dict().items()}
+    old = _with_old_names(current)
+    assert len(set(old) - set(current)) == old_names  # FPN blocks, RPN conv, mask/tower convs
+    # These are the names torchvision itself still accepts (it upgrades them when loading):
+    tv_model.load_state_dict(old)
+
+    model = instantiate(compose(preset).model)
+    report_current = load_weights(model, current)
+    from_current = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():  # forget what was loaded
+        for value in model.state_dict().values():
+            if value.is_floating_point():
+                value.zero_()
+    report_old = load_weights(model, old)
+
+    assert report_old.naming == "torchvision"
+    assert report_old.loaded == report_current.loaded and len(report_old.loaded) > 250
+    assert report_old.missing == report_current.missing
+    assert not report_old.unexpected and not report_old.mismatched
+    state = model.state_dict()
+    for name in report_old.loaded:
+        assert torch.equal(state[name], from_current[name]), name

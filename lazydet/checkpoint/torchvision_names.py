@@ -60,7 +60,7 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import Tensor
 
-from lazydet.modeling.weights.layout import ModelLayout, SequentialLayers
+from lazydet.checkpoint.layout import ModelLayout, SequentialLayers
 
 __all__ = ["convert_torchvision_state_dict", "is_torchvision_state_dict"]
 

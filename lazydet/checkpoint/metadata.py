@@ -1,0 +1,219 @@
+"""What a lazydet checkpoint says about itself, so a predictor can be built from the file alone.
+
+Like torchvision's ``Weights.meta`` (categories, transforms, recipe), every lazydet checkpoint
+carries under ``"metadata"``:
+
+``lazydet_version``
+    The lazydet that wrote it.
+``class_names``
+    One name per class id, in id order (``class_names[i]`` is class id ``i``).
+``input_format``
+    ``"RGB"`` or ``"BGR"``: the channel order the model's first layer expects.
+``config`` / ``config_format``
+    The experiment's config as the runnable Python text of ``lazydet.config.to_py`` (``"py"``),
+    or as YAML (``"yaml"``) when a key cannot be written as Python; ``None`` when not given.
+    ``config_from_metadata`` turns it back into a ``Config`` that ``instantiate`` builds.
+``keypoint_names`` / ``keypoint_flip_map`` / ``keypoint_skeleton``
+    For keypoint models: the names in output order, the pairs a horizontal flip swaps, and the
+    pairs a visualizer joins; ``None`` otherwise.
+
+Only strings, lists and tuples are stored, so ``torch.load(weights_only=True)`` reads them.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from importlib import metadata as _package_metadata
+from pathlib import Path
+from typing import Any
+
+from lazydet.checkpoint.formats import CheckpointError, torch_load_file
+
+__all__ = ["build_metadata", "config_from_metadata", "lazydet_version", "read_metadata"]
+
+INPUT_FORMATS = ("RGB", "BGR")
+
+
+def lazydet_version() -> str:
+    """The installed lazydet's version (``"0+unknown"`` when run from a tree never installed)."""
+    try:
+        return _package_metadata.version("lazydet")
+    except _package_metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def _names(value: Any, what: str) -> list[str]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise TypeError(f"build_metadata: {what} must be a list of strings, got {value!r}.")
+    names = list(value)
+    bad = [name for name in names if not isinstance(name, str) or not name]
+    if bad:
+        raise TypeError(f"build_metadata: {what} must hold non-empty strings; found {bad[:3]!r}.")
+    seen: set[str] = set()
+    duplicates = sorted({name for name in names if name in seen or seen.add(name)})
+    if duplicates:
+        raise ValueError(
+            f"build_metadata: {what} repeats {duplicates[:5]}; each name must be unique "
+            "(a name maps back to one id)."
+        )
+    return names
+
+
+def _pairs(value: Any, what: str, keypoint_names: list[str] | None) -> list[tuple[str, str]]:
+    if keypoint_names is None:
+        raise ValueError(f"build_metadata: {what} needs keypoint_names (the names it refers to).")
+    items = list(value.items()) if isinstance(value, Mapping) else list(value)
+    pairs = []
+    for item in items:
+        if isinstance(item, (str, bytes)) or not isinstance(item, Iterable):
+            raise TypeError(f"build_metadata: {what} entries are (name, name) pairs, got {item!r}.")
+        pair = tuple(item)
+        if len(pair) != 2 or not all(isinstance(name, str) for name in pair):
+            raise TypeError(f"build_metadata: {what} entries are (name, name) pairs, got {item!r}.")
+        unknown = [name for name in pair if name not in keypoint_names]
+        if unknown:
+            raise ValueError(
+                f"build_metadata: {what} names {unknown}, which keypoint_names "
+                f"{keypoint_names} does not contain."
+            )
+        pairs.append(pair)
+    return pairs
+
+
+def _config_text(config: Any) -> tuple[str, str]:
+    # Imported here: lazydet.config is only needed when a config is stored or rebuilt.
+    from lazydet.config import ConfigError, from_container, to_py, to_yaml
+
+    if not isinstance(config, Mapping):
+        try:  # an OmegaConf DictConfig, as Hydra hands to an app
+            from omegaconf import DictConfig
+
+            is_omegaconf = isinstance(config, DictConfig)
+        except ImportError:  # pragma: no cover
+            is_omegaconf = False
+        if not is_omegaconf:
+            raise TypeError(
+                "build_metadata: config must be the experiment's config (a lazydet Config or "
+                f"a dict of top-level names), got {type(config).__name__}."
+            )
+    tree = from_container(config)
+    try:
+        return to_py(tree), "py"
+    except ConfigError as python_error:
+        try:
+            return to_yaml(tree), "yaml"
+        except Exception as yaml_error:
+            raise ValueError(
+                f"build_metadata: the config cannot be stored as Python ({python_error}) nor "
+                f"as YAML ({yaml_error}); a predictor could not rebuild the model from it."
+            ) from yaml_error
+
+
+def build_metadata(
+    *,
+    class_names: Iterable[str],
+    input_format: str = "RGB",
+    config: Any = None,
+    keypoint_names: Iterable[str] | None = None,
+    keypoint_flip_map: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+    keypoint_skeleton: Iterable[tuple[str, str]] | None = None,
+) -> dict[str, Any]:
+    """The ``"metadata"`` entry of a lazydet checkpoint (see the module docstring).
+
+    Args:
+        class_names: one unique name per class id, in id order.
+        input_format: ``"RGB"`` or ``"BGR"``, the channel order the model expects.
+        config: the experiment's config (``Config``, a dict of top-level names, or Hydra's
+            ``DictConfig``); stored as runnable Python text so the model can be rebuilt.
+        keypoint_names: keypoint names in the order the keypoint head outputs them.
+        keypoint_flip_map: ``{"left_eye": "right_eye", ...}`` or ``[(a, b), ...]``.
+        keypoint_skeleton: ``[(a, b), ...]`` pairs of keypoint names to draw joined.
+
+    Raises:
+        TypeError, ValueError: a malformed argument (the message names it and the value).
+    """
+    if input_format not in INPUT_FORMATS:
+        raise ValueError(
+            f"build_metadata: input_format={input_format!r}; use one of {INPUT_FORMATS}."
+        )
+    names = _names(class_names, "class_names")
+    if not names:
+        raise ValueError("build_metadata: class_names is empty; give one name per class id.")
+    keypoints = None if keypoint_names is None else _names(keypoint_names, "keypoint_names")
+    flip_map = (
+        None
+        if keypoint_flip_map is None
+        else _pairs(keypoint_flip_map, "keypoint_flip_map", keypoints)
+    )
+    skeleton = (
+        None
+        if keypoint_skeleton is None
+        else _pairs(keypoint_skeleton, "keypoint_skeleton", keypoints)
+    )
+    config_text, config_format = (None, None) if config is None else _config_text(config)
+    return {
+        "lazydet_version": lazydet_version(),
+        "class_names": names,
+        "input_format": input_format,
+        "config": config_text,
+        "config_format": config_format,
+        "keypoint_names": keypoints,
+        "keypoint_flip_map": flip_map,
+        "keypoint_skeleton": skeleton,
+    }
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``"metadata"`` of the lazydet checkpoint at ``path``, without reading its tensors.
+
+    Raises:
+        FileNotFoundError, IsADirectoryError: no file at ``path``.
+        CheckpointError: truncated, corrupt or not a checkpoint, or a checkpoint without lazydet
+            metadata (torchvision and Detectron2 weights carry none: take class names and the
+            input format from the config instead).
+    """
+    path = Path(path)
+    # mmap: the tensors are mapped, not read, so this is fast on a multi-GB checkpoint.
+    payload = torch_load_file(path, what="read_metadata", mmap=True, verify=False)
+    metadata = payload.get("metadata") if isinstance(payload, Mapping) else None
+    if not isinstance(metadata, Mapping) or "lazydet_version" not in metadata:
+        raise CheckpointError(
+            f"read_metadata: {path} carries no lazydet metadata (no 'metadata' entry with a "
+            "'lazydet_version'): it is a plain state dict or another library's weights. Take "
+            "the class names and input format from the config, or re-save it with "
+            "save_checkpoint(path, {'model': ..., 'metadata': build_metadata(...)})."
+        )
+    return dict(metadata)
+
+
+def config_from_metadata(metadata: Mapping[str, Any]):
+    """Rebuild the stored config (a ``lazydet.config.Config``) from checkpoint metadata.
+
+    Like loading any config file, this executes the stored Python text (its imports) and
+    ``instantiate`` then calls the targets it names: use it on checkpoints you trust, as you would
+    a config file. ``load_checkpoint`` and ``read_metadata`` themselves never run code.
+
+    Raises:
+        CheckpointError: the checkpoint was saved without a config, or its text does not load.
+    """
+    from lazydet.config import ConfigError, load
+
+    text, kind = metadata.get("config"), metadata.get("config_format")
+    if not isinstance(text, str) or kind not in ("py", "yaml"):
+        raise CheckpointError(
+            "config_from_metadata: the checkpoint was saved without its config "
+            "(build_metadata(config=None)); build the model from the experiment's config file."
+        )
+    # lazydet.config.load reads files (it executes Python configs in a fresh namespace).
+    with tempfile.TemporaryDirectory(prefix="lazydet_checkpoint_config_") as directory:
+        file = Path(directory) / f"checkpoint_config.{kind}"
+        file.write_text(text)
+        try:
+            return load(file)
+        except ConfigError as error:
+            raise CheckpointError(
+                f"config_from_metadata: the stored config does not load with this lazydet "
+                f"(saved by lazydet {metadata.get('lazydet_version')}): {error}"
+            ) from error

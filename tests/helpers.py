@@ -1,0 +1,79 @@
+"""Helpers shared by the test files (importable as ``helpers``: tests/conftest.py puts tests/ on
+``sys.path``). One home each, so that a fix to a helper reaches every test that uses it."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from types import ModuleType
+
+import pytest
+import torch
+
+__all__ = ["import_kernels", "in_ci", "random_boxes"]
+
+
+def random_boxes(
+    count: int,
+    generator: torch.Generator | int,
+    *,
+    extent: float | tuple[float, float] = 50.0,
+    offset: float = 0.0,
+    min_side: float = 0.5,
+    side_spread: float = 50.0,
+    clip_to: tuple[float, float] | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """``count`` random XYXY boxes (absolute pixels), shape ``(count, 4)``.
+
+    The top-left corner is uniform in ``[offset, offset + extent)`` (``extent`` a number or
+    ``(width, height)``), each side uniform in ``[min_side, min_side + side_spread)``, so every
+    box has positive width and height when ``min_side > 0``. With ``clip_to=(width, height)``
+    the bottom-right corner is clipped to the image (boxes then stay inside it when the
+    top-left is).
+
+    Args:
+        generator: a ``torch.Generator`` (consumed: two draws), or a seed for a fresh one.
+    """
+    if isinstance(generator, int):
+        generator = torch.Generator().manual_seed(generator)
+    scale = torch.tensor(extent, dtype=dtype) if isinstance(extent, tuple) else extent
+    top_left = torch.rand(count, 2, generator=generator, dtype=dtype) * scale + offset
+    sides = torch.rand(count, 2, generator=generator, dtype=dtype) * side_spread + min_side
+    bottom_right = top_left + sides
+    if clip_to is not None:
+        bottom_right = torch.minimum(bottom_right, torch.tensor(clip_to, dtype=dtype))
+    return torch.cat((top_left, bottom_right), dim=1)
+
+
+def in_ci() -> bool:
+    """Whether the tests run in CI (``CI=true``, as GitHub Actions, GitLab and most CIs set)."""
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def import_kernels(module: str) -> ModuleType:
+    """Import a Triton kernel module for a test file, at module level.
+
+    Skips the file only where Triton itself is not installed (a laptop without it) and not in
+    CI. Any other import failure (a broken import inside ``lazydet.kernels``), and any failure at
+    all in CI, fails the file's collection: a broken import must never silently skip all of a
+    file's kernel tests.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        missing = getattr(error, "name", None) or ""
+        if missing.split(".")[0] == "triton" and not in_ci():
+            pytest.skip(
+                f"{module} needs Triton, which is not installed ({error}); in CI (CI=true) "
+                "this fails instead",
+                allow_module_level=True,
+            )
+        raise ImportError(
+            f"{module} failed to import: {error}. "
+            + (
+                "CI=true, so a missing Triton fails here rather than skipping."
+                if missing.split(".")[0] == "triton"
+                else "This is a broken import, not a missing optional dependency."
+            )
+        ) from error
