@@ -1,0 +1,140 @@
+"""``python -m lazydet.evaluate conf=EXPERIMENT train.init_checkpoint=PATH [output=DIR]``.
+
+Evaluates a checkpoint on the experiment's test dataset (``dataset.test``) with its test loader
+(``dataloader.test``): COCO AP for bbox, and segm / keypoints when the model predicts them. The
+command line is composed and vetted exactly as ``lazydet.train`` does (same overrides, same
+errors). The config's ``evaluator`` (top level or ``dataloader.evaluator``) is used when it has
+one, else ``COCOEvaluator(dataset_name=dataset.test)``. Under ``torchrun`` each process evaluates
+its shard and rank 0 reports.
+
+Writes, with ``output=DIR``: ``coco_instances_results.json`` (the detections) and
+``metrics.json`` (``{"bbox": {"AP": ...}, ...}``, AP in percent).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["evaluate_checkpoint", "main"]
+
+logger = logging.getLogger("lazydet.evaluate")
+
+
+def _select(cfg: Any, dotted: str) -> Any:
+    node = cfg
+    for key in dotted.split("."):
+        node = node.get(key) if hasattr(node, "get") else None
+        if node is None:
+            return None
+    return node
+
+
+def evaluate_checkpoint(cfg: Any, *, output_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Build ``cfg.model``, load ``cfg.train.init_checkpoint``, run ``dataloader.test`` through
+    ``inference_on_dataset`` with the config's evaluator (default: ``COCOEvaluator``)."""
+    from lazydet.checkpoint import load_weights
+    from lazydet.config import ConfigError, instantiate
+    from lazydet.evaluation import COCOEvaluator, inference_on_dataset
+
+    for key in ("model", "dataloader.test"):
+        if _select(cfg, key) is None:
+            raise ConfigError(f"The config has no '{key}' to build.")
+    checkpoint = _select(cfg, "train.init_checkpoint")
+    if not checkpoint:
+        raise ConfigError("Set train.init_checkpoint=PATH (the weights to evaluate).")
+    model = instantiate(cfg.model)
+    try:
+        report = load_weights(model, checkpoint)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"train.init_checkpoint: {e}") from e
+    logger.info("%s", str(report).splitlines()[0] if str(report) else report)
+    import torch
+
+    if torch.cuda.is_available():
+        model = model.cuda()
+    loader = instantiate(cfg.dataloader.test)
+    evaluator_node = _select(cfg, "evaluator") or _select(cfg, "dataloader.evaluator")
+    if evaluator_node is not None:
+        evaluator = instantiate(evaluator_node)
+    else:
+        dataset = _select(cfg, "dataset.test")
+        if not isinstance(dataset, str):
+            raise ConfigError(
+                "The config has no 'evaluator' and dataset.test is not a "
+                f"registered dataset name ({dataset!r}); add evaluator=L(COCOEvaluator)(...)."
+            )
+        evaluator = COCOEvaluator(dataset_name=dataset, output_dir=output_dir)
+    results = inference_on_dataset(model, loader, evaluator)
+    if results and output_dir is not None:
+        out = Path(output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        clean = {
+            task: {
+                k: (None if isinstance(v, float) and math.isnan(v) else v)
+                for k, v in metrics.items()
+            }
+            for task, metrics in results.items()
+        }
+        (out / "metrics.json").write_text(json.dumps(clean, indent=1))
+    return results
+
+
+def _init_distributed() -> None:
+    """Join the process group ``torchrun`` describes (WORLD_SIZE > 1), once."""
+    import torch
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def run(argv: list[str]) -> dict[str, Any]:
+    from lazydet.predict import compose_from_command_line
+
+    output = [a.split("=", 1)[1] for a in argv if a.startswith("output=")]
+    overrides = [a for a in argv if not a.startswith("output=")]
+    if len(output) > 1:
+        from lazydet.config import ConfigError
+
+        raise ConfigError("output= is given twice.")
+    cfg = compose_from_command_line(overrides)
+    _init_distributed()
+    results = evaluate_checkpoint(cfg, output_dir=output[0] if output else None)
+    from lazydet.utils import comm
+
+    if comm.is_main_process():
+        for task, metrics in results.items():
+            shown = ", ".join(f"{k}={v:.2f}" for k, v in metrics.items() if not k.startswith("AP-"))
+            print(f"{task}: {shown}")
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--help" in argv or "-h" in argv:
+        print(__doc__)
+        return
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    from lazydet.config import ConfigError, InstantiationError
+
+    try:
+        run(argv)
+    except ConfigError as e:
+        print(f"lazydet.evaluate: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except (InstantiationError, OSError, ValueError) as e:
+        print(f"lazydet.evaluate: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""Time COCO evaluation: pycocotools, faster-coco-eval, hotcoco and lazydet's ``coco_evaluate``.
+
+    python scripts/bench_eval.py                 # 1,000 images (about a minute here)
+    python scripts/bench_eval.py --images 5000   # the issue's size (pycocotools alone ~2 min)
+
+Data (``lazydet.evaluation.synthetic``): ~7 instances per image in 80 categories with polygon
+masks (crowd regions as RLE), 17 keypoints on persons; 100 detections per image with RLE masks
+(keypoint detections: the person detections). Every candidate gets the same in-memory ground
+truth dict and results list and is timed from there to its 12 (10) summary numbers, best of
+``--repeat`` runs (pycocotools: one run); each one's numbers are compared with pycocotools'.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import io
+import time
+
+import numpy as np
+
+
+def _pycocotools(gt, results, iou_type):
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    coco_gt = COCO()
+    coco_gt.dataset = gt
+    coco_gt.createIndex()
+    evaluator = COCOeval(coco_gt, coco_gt.loadRes(results), iou_type)
+    evaluator.evaluate()
+    evaluator.accumulate()
+    evaluator.summarize()
+    return evaluator.stats
+
+
+def _faster_coco_eval(gt, results, iou_type):
+    from faster_coco_eval import COCO, COCOeval_faster
+
+    coco_gt = COCO(gt)
+    evaluator = COCOeval_faster(coco_gt, coco_gt.loadRes(results), iou_type)
+    evaluator.evaluate()
+    evaluator.accumulate()
+    evaluator.summarize()
+    return evaluator.stats
+
+
+def _hotcoco(gt, results, iou_type):
+    import hotcoco
+
+    coco_gt = hotcoco.COCO(gt)
+    evaluator = hotcoco.COCOeval(coco_gt, coco_gt.loadRes(results), iou_type)
+    evaluator.evaluate()
+    evaluator.accumulate()
+    evaluator.summarize()
+    return evaluator.stats
+
+
+def _lazydet(gt, results, iou_type):
+    from lazydet.evaluation import coco_evaluate
+
+    return coco_evaluate(gt, results, iou_type, verbose=False)
+
+
+CANDIDATES = {
+    "pycocotools": _pycocotools,
+    "faster-coco-eval": _faster_coco_eval,
+    "hotcoco": _hotcoco,
+    "lazydet": _lazydet,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=1000)
+    parser.add_argument("--repeat", type=int, default=3, help="runs per fast candidate (best)")
+    parser.add_argument("--types", default="bbox,segm,keypoints")
+    args = parser.parse_args()
+
+    from lazydet.evaluation.synthetic import keypoints_subset, synthetic_coco
+
+    start = time.perf_counter()
+    gt, detections = synthetic_coco(args.images)
+    print(
+        f"{args.images} images, {len(gt['annotations'])} instances, {len(detections)} detections "
+        f"(generated in {time.perf_counter() - start:.1f} s)"
+    )
+    rows = []
+    for iou_type in args.types.split(","):
+        data = keypoints_subset(gt, detections) if iou_type == "keypoints" else (gt, detections)
+        times, stats = {}, {}
+        for name, run in CANDIDATES.items():
+            best = float("inf")
+            for _ in range(1 if name == "pycocotools" else args.repeat):
+                # pycocotools' loadRes (and faster-coco-eval's) write into the dicts they get:
+                # give them copies (made outside the timer); hotcoco and lazydet do not write.
+                mutates = name in ("pycocotools", "faster-coco-eval")
+                g, r = copy.deepcopy(data) if mutates else data
+                t0 = time.perf_counter()
+                with contextlib.redirect_stdout(io.StringIO()):
+                    out = run(g, r, iou_type)
+                best = min(best, time.perf_counter() - t0)
+            times[name], stats[name] = best, np.asarray(out, dtype=np.float64)
+        reference = stats["pycocotools"]
+        for name in CANDIDATES:
+            diff = float(np.abs(stats[name] - reference).max())
+            rows.append((iou_type, name, times[name], times["pycocotools"] / times[name], diff))
+        print(f"{iou_type}: AP {reference[0]:.4f}")
+    print(
+        "\n| iou type | engine | seconds | vs pycocotools | max abs diff of stats vs pycocotools |"
+    )
+    print("|---|---|---|---|---|")
+    for iou_type, name, seconds, speedup, diff in rows:
+        print(f"| {iou_type} | {name} | {seconds:.3f} | {speedup:.1f}x | {diff:.1e} |")
+
+
+if __name__ == "__main__":
+    main()
