@@ -24,41 +24,116 @@ mirroring transform works, not only ``RandomHorizontalFlip``.
 from __future__ import annotations
 
 import logging
+import os
+import stat
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
 import torchvision.transforms.v2 as T
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision import tv_tensors
-from torchvision.transforms.v2.functional import pil_to_tensor
+from torchvision.transforms.v2.functional import pil_to_tensor, to_dtype
 
 from ..structures import BitMasks, Boxes, Instances, Keypoints, PolygonMasks
 from .augmentation import iter_transforms
+from .rle import check_rle
 
-__all__ = ["DatasetMapper", "read_image"]
+__all__ = ["SKIP_NO_INSTANCE", "SKIP_UNREADABLE", "DatasetMapper", "read_image"]
 
 logger = logging.getLogger(__name__)
+
+# Values of DatasetMapper.last_skip_reason.
+SKIP_UNREADABLE = "unreadable image (skip_unreadable_images=True)"
+SKIP_NO_INSTANCE = "no instance left after augmentation (filter_empty=True)"
+
+
+class _BadImage(Exception):
+    """Raised while reading an image; carries what is wrong with it (``read_image`` adds where)."""
+
+
+_NOT_REGULAR = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"))
+
+
+def _open_regular_file(file_name: str) -> IO[bytes]:
+    """The file opened for binary reading, refusing anything but a regular file.
+
+    ``O_NONBLOCK``: opening a FIFO for reading otherwise waits for a writer, forever in a data
+    loader worker; on a regular file the flag changes nothing.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(file_name, flags)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = next(
+                (name for test, name in _NOT_REGULAR if test(mode)), "a device or special file"
+            )
+            raise _BadImage(f"it is {kind}, not a regular file; point file_name at an image file")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _to_uint8_rgb(pil: Image.Image) -> torch.Tensor:
+    """uint8 ``[3, H, W]`` of a PIL image of any mode.
+
+    PIL's ``convert("RGB")`` clips 16-bit and float pixels to 255; those are scaled instead, with
+    torchvision's ``to_dtype(scale=True)`` (16-bit: the high byte, as PIL itself does for 16-bit
+    RGB PNGs; float: ``[0, 1] -> [0, 255]``).
+    """
+    mode = pil.mode
+    if mode != "F" and mode != "I" and not mode.startswith("I;16"):
+        return pil_to_tensor(pil.convert("RGB"))
+    array = np.asarray(pil)
+    low, high = (array.min(), array.max()) if array.size else (0, 0)
+    if mode == "F":
+        if not np.isfinite(array).all():
+            raise _BadImage("it is a float image with NaN or infinite pixels")
+        if low < 0 or high > 1:
+            raise _BadImage(
+                f"it is a float image with values in [{low:g}, {high:g}]; float images are read "
+                "as intensities in [0, 1]: rescale it, or save it as an 8-bit image"
+            )
+        gray = torch.from_numpy(array.astype(np.float32))
+    else:
+        # 16-bit PNGs open as "I;16" (or "I" in older Pillow): 0..65535 either way.
+        if low < 0 or high > 65535:
+            raise _BadImage(
+                f"it is a 32-bit integer image with values in [{low}, {high}]; integer images "
+                "are read as 16-bit (0..65535): save it as an 8- or 16-bit image"
+            )
+        gray = torch.from_numpy(array.astype(np.uint16))  # native byte order (I;16B is big)
+    return to_dtype(gray, torch.uint8, scale=True).unsqueeze(0).expand(3, -1, -1).contiguous()
 
 
 def read_image(file_name: str, *, image_format: str = "RGB", image_id: Any = None) -> torch.Tensor:
     """Read an image file as a uint8 ``[3, H, W]`` tensor, applying the EXIF orientation.
 
-    Grayscale, palette and RGBA images are converted to RGB (alpha dropped). ``image_format``
-    "BGR" reverses the channels. A missing file raises ``FileNotFoundError`` and an unreadable
-    one ``ValueError``, both naming the file (and ``image_id`` when given).
+    Grayscale, palette and RGBA images are converted to RGB (alpha dropped); 16-bit images are
+    scaled to 8 bits (``v >> 8``) and float images from ``[0, 1]`` (other ranges are refused).
+    ``image_format`` "BGR" reverses the channels. A missing file raises ``FileNotFoundError``;
+    anything else that cannot be read (corrupt, a directory or FIFO, over PIL's
+    ``Image.MAX_IMAGE_PIXELS`` decompression-bomb limit) raises ``ValueError``, both naming the
+    file (and ``image_id`` when given).
     """
     where = f"image {file_name!r}" + (f" (image_id={image_id!r})" if image_id is not None else "")
     try:
-        with Image.open(file_name) as pil:
-            pil = ImageOps.exif_transpose(pil)
-            pil = pil.convert("RGB")
+        with _open_regular_file(file_name) as f, Image.open(f) as pil:
+            image = _to_uint8_rgb(ImageOps.exif_transpose(pil))
     except FileNotFoundError:
         raise FileNotFoundError(f"{where} does not exist") from None
+    except _BadImage as e:
+        raise ValueError(f"cannot read {where}: {e}") from None
+    except Image.DecompressionBombError as e:  # not an OSError: PIL's guard against huge images
+        raise ValueError(
+            f"cannot read {where}: {e} If the image is genuine, raise PIL.Image.MAX_IMAGE_PIXELS "
+            "before loading; otherwise remove it from the dataset"
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ValueError(f"cannot read {where}: {type(e).__name__}: {e}") from None
-    image = pil_to_tensor(pil)
     if image_format == "BGR":
         image = image.flip(0)
     elif image_format != "RGB":
@@ -71,7 +146,10 @@ def _segmentation_to_bitmask(segmentation: Any, height: int, width: int) -> np.n
     from pycocotools import mask as mask_util
 
     if isinstance(segmentation, dict):
+        check_rle(segmentation, height, width)  # pycocotools trusts the counts; see ..rle
         rle = segmentation
+        if isinstance(rle["counts"], list):  # uncompressed (a record not from load_coco_json)
+            rle = mask_util.frPyObjects(rle, height, width)
     else:
         rle = mask_util.merge(
             mask_util.frPyObjects(
@@ -84,8 +162,10 @@ def _segmentation_to_bitmask(segmentation: Any, height: int, width: int) -> np.n
 class DatasetMapper:
     """Callable: dataset record (``dict``) -> model input ``dict``.
 
-    Output keys: ``image`` (uint8 ``[3, H', W']`` after augmentation), ``height``/``width`` (the
-    ORIGINAL image size, so predictions can be rescaled to it), ``image_id``, ``file_name`` and,
+    Output keys: ``image`` (uint8 ``[3, H', W']`` RGB after augmentation; the model's
+    ``input_format`` is the one channel-order setting, it flips the image for BGR weights),
+    ``height``/``width`` (the ORIGINAL image size, so predictions can be rescaled to it),
+    ``image_id``, ``file_name`` and,
     when ``is_train``, ``instances``: ``Instances((H', W'), gt_boxes=Boxes [N, 4] XYXY,
     gt_classes=long [N], gt_masks=PolygonMasks | BitMasks, gt_keypoints=Keypoints [N, K, 3])``
     plus ``num_dropped_instances`` (instances that the augmentation left with an empty box).
@@ -97,7 +177,6 @@ class DatasetMapper:
             keypoints; the mapper drops empty instances itself.
         is_train: build ``instances`` (crowd annotations are left out). At inference the
             annotations are not used.
-        image_format: "RGB" or "BGR" channel order of ``image``.
         use_masks: produce ``gt_masks`` from the ``segmentation`` of each annotation.
         mask_format: "polygon" (``PolygonMasks``; needs polygon annotations), "bitmask"
             (``BitMasks``; accepts polygons and RLE), or "auto" (default): ``PolygonMasks`` when
@@ -113,7 +192,10 @@ class DatasetMapper:
         filter_empty: return ``None`` (the training loader then skips the image) when no instance
             is left after augmentation.
         skip_unreadable_images: return ``None`` instead of raising when the image file is
-            missing or corrupt (a warning names the file).
+            missing or cannot be read (a warning names the file).
+
+    After a call that returned ``None``, ``last_skip_reason`` says why (``SKIP_UNREADABLE`` or
+    ``SKIP_NO_INSTANCE``); the loaders count skipped images by it.
     """
 
     def __init__(
@@ -121,7 +203,6 @@ class DatasetMapper:
         *,
         augmentations: Callable[[dict], dict] | None,
         is_train: bool,
-        image_format: str = "RGB",
         use_masks: bool = False,
         mask_format: str = "auto",
         use_keypoints: bool = False,
@@ -130,8 +211,6 @@ class DatasetMapper:
         filter_empty: bool = False,
         skip_unreadable_images: bool = False,
     ) -> None:
-        if image_format not in ("RGB", "BGR"):
-            raise ValueError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
         if mask_format not in ("auto", "polygon", "bitmask"):
             raise ValueError(
                 f"mask_format must be 'auto', 'polygon' or 'bitmask', got {mask_format!r}"
@@ -151,7 +230,6 @@ class DatasetMapper:
             keypoint_flip_indices = indices
         self.augmentations = augmentations
         self.is_train = is_train
-        self.image_format = image_format
         self.use_masks = use_masks
         self.mask_format = mask_format
         self.use_keypoints = use_keypoints
@@ -159,6 +237,8 @@ class DatasetMapper:
         self.recompute_boxes = recompute_boxes
         self.filter_empty = filter_empty
         self.skip_unreadable_images = skip_unreadable_images
+        # Why the last call returned None (SKIP_*), read by the loaders to count what they skip.
+        self.last_skip_reason: str | None = None
 
     def __repr__(self) -> str:
         return (
@@ -168,13 +248,15 @@ class DatasetMapper:
         )
 
     def __call__(self, record: dict) -> dict | None:
+        self.last_skip_reason = None
         file_name = record["file_name"]
         image_id = record.get("image_id")
         try:
-            image = read_image(file_name, image_format=self.image_format, image_id=image_id)
+            image = read_image(file_name, image_id=image_id)
         except (FileNotFoundError, ValueError) as e:
             if self.skip_unreadable_images:
                 logger.warning("skipping an unreadable image: %s", e)
+                self.last_skip_reason = SKIP_UNREADABLE
                 return None
             raise
         height, width = int(image.shape[1]), int(image.shape[2])
@@ -208,6 +290,7 @@ class DatasetMapper:
                     "%s: dropped %d instances left empty by the augmentation", file_name, dropped
                 )
             if self.filter_empty and len(instances) == 0:
+                self.last_skip_reason = SKIP_NO_INSTANCE
                 return None
             out["instances"] = instances
             out["num_dropped_instances"] = dropped
@@ -263,7 +346,13 @@ class DatasetMapper:
             else:
                 masks = np.zeros((len(annotations), height, width), dtype=np.uint8)
                 for i, a in enumerate(annotations):
-                    masks[i] = _segmentation_to_bitmask(a["segmentation"], height, width)
+                    try:
+                        masks[i] = _segmentation_to_bitmask(a["segmentation"], height, width)
+                    except ValueError as e:
+                        raise ValueError(
+                            f"{record['file_name']}: annotation id={a.get('id')!r} has an "
+                            f"invalid mask: {e}"
+                        ) from None
                 sample["masks"] = tv_tensors.Mask(torch.from_numpy(masks))
         # float64: polygons must rasterise exactly as pycocotools does with the json values.
         xy = torch.from_numpy(np.concatenate(points, axis=0)).to(torch.float64)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gc
+import logging
 import pickle
+import re
 from itertools import islice
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from PIL import Image
 from lazydet.data import (
     DatasetMapper,
     SerializedList,
+    TrainingSampler,
     build_test_loader,
     build_train_loader,
     get_detection_dataset_dicts,
@@ -144,3 +147,94 @@ def test_get_dataset_dicts_filters_empty(tmp_path: Path, caplog) -> None:
         DatasetCatalog.remove("test_build_filter")
     with pytest.raises(ValueError, match="multiple of the world size"):
         build_train_loader(dataset=records, mapper=lambda r: r, total_batch_size=0)
+
+
+def test_train_loader_that_rejects_everything_stops_with_counts(tmp_path: Path) -> None:
+    """Before: an infinite loop logging at INFO. Now: an error after a bounded number of
+    rejections in a row, counting them per reason with an example file."""
+    records = _records_with_shapes(tmp_path, [(8, 8)] * 4)
+    records[0]["file_name"] = str(tmp_path / "gone.png")  # unreadable
+    records[2]["file_name"] = str(tmp_path / "gone_too.png")
+    for r in records[1::2]:
+        r["annotations"][0]["bbox"] = (3.0, 3.0, 3.0, 3.0)  # empty: no instance survives
+    mapper = DatasetMapper(
+        augmentations=None, is_train=True, filter_empty=True, skip_unreadable_images=True
+    )
+    loader = build_train_loader(
+        dataset=records, mapper=mapper, total_batch_size=2, seed=0, max_consecutive_skips=40
+    )
+    with pytest.raises(RuntimeError) as info:
+        next(iter(loader))
+    text = str(info.value)
+    assert "rejected 40 images in a row" in text and "max_consecutive_skips" in text
+    # Each reason appears with its count (they add up to 40) and an example file.
+    counts = re.findall(r"(\d+) x (unreadable image|no instance left)", text)
+    assert {reason for _, reason in counts} == {"unreadable image", "no instance left"}
+    assert sum(int(n) for n, _ in counts) == 40
+    assert "gone" in text and re.search(r"[13]\.png", text)
+    # A mapper that is not a DatasetMapper (no last_skip_reason) is counted too.
+    loader = build_train_loader(
+        dataset=records, mapper=lambda r: None, total_batch_size=1, max_consecutive_skips=5
+    )
+    with pytest.raises(RuntimeError, match="5 x the mapper returned None"):
+        next(iter(loader))
+    with pytest.raises(ValueError, match="max_consecutive_skips must be >= 1"):
+        build_train_loader(
+            dataset=records, mapper=mapper, total_batch_size=1, max_consecutive_skips=0
+        )
+
+
+@pytest.mark.slow  # torch waits 5 s to shut down a worker whose iterable raised
+def test_train_loader_error_from_a_worker(tmp_path: Path) -> None:
+    records = _records_with_shapes(tmp_path, [(8, 8)] * 2)
+    for r in records:
+        r["file_name"] += ".missing"
+    mapper = DatasetMapper(augmentations=None, is_train=True, skip_unreadable_images=True)
+    loader = build_train_loader(
+        dataset=records,
+        mapper=mapper,
+        total_batch_size=1,
+        num_workers=1,
+        seed=0,
+        max_consecutive_skips=6,
+    )
+    with pytest.raises(RuntimeError, match=r"6 x unreadable image.*\.missing"):
+        next(iter(loader))
+    del loader
+    gc.collect()
+
+
+def test_train_loader_keeps_going_when_some_images_are_filtered(tmp_path: Path, caplog) -> None:
+    records = _records_with_shapes(tmp_path, [(8, 8)] * 4)
+    records[1]["annotations"][0]["bbox"] = (3.0, 3.0, 3.0, 3.0)
+    mapper = DatasetMapper(augmentations=None, is_train=True, filter_empty=True)
+    loader = build_train_loader(
+        dataset=records,
+        mapper=mapper,
+        total_batch_size=3,
+        sampler=TrainingSampler(4, shuffle=False),
+        max_consecutive_skips=2,  # one rejection in a row, then a kept image: fine
+    )
+    with caplog.at_level(logging.INFO, logger="lazydet.data.build"):
+        batches = list(islice(iter(loader), 4))
+    assert [[d["image_id"] for d in b] for b in batches] == [[0, 2, 3], [0, 2, 3]] * 2
+    assert "skipped 1 images so far: 1 x no instance left after augmentation" in caplog.text
+    assert "skipped 4 images" not in caplog.text  # logged at 1, 10, 100, then every 1000
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_test_loader_never_yields_an_empty_batch(tmp_path: Path, caplog, num_workers) -> None:
+    records = _records_with_shapes(tmp_path, [(8, 8)] * 5)
+    records[1]["file_name"] = str(tmp_path / "lost.png")
+    records[2]["file_name"] = str(tmp_path / "lost_too.png")
+    mapper = DatasetMapper(augmentations=None, is_train=False, skip_unreadable_images=True)
+    for batch_size, expected in ((1, [[0], [3], [4]]), (2, [[0], [3], [4]]), (3, [[0], [3, 4]])):
+        loader = build_test_loader(
+            dataset=records, mapper=mapper, batch_size=batch_size, num_workers=num_workers
+        )
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            batches = [[d["image_id"] for d in batch] for batch in loader]
+        assert batches == expected
+        assert "skipped 2 of 5 images" in caplog.text
+        assert "2 x unreadable image" in caplog.text and "lost.png" in caplog.text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from pycocotools import mask as mask_util
 from pycocotools.coco import COCO
 
 from lazydet.data import DatasetMapper, MetadataCatalog, load_coco_json
+from lazydet.data.rle import rle_run_lengths
 
 # pycocotools 2.0.x calls np.array(copy=False) internally; harmless, and not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools")
@@ -141,13 +143,42 @@ def test_rle_compressed_uncompressed_and_crowd(tmp_path: Path) -> None:
     assert by_id[1]["category_id"] == 1 and by_id[2]["category_id"] == 0  # ids 3, 9 -> 0, 1
 
 
+def _rle_string(mask: np.ndarray) -> str:
+    return mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))["counts"].decode()
+
+
+_MASK_4x5 = np.zeros((4, 5), dtype=np.uint8)
+_MASK_4x5[1:3, 2:5] = 1
+_MASK_5x5 = np.zeros((5, 5), dtype=np.uint8)
+_MASK_5x5[1:3, 2:5] = 1
+# The images of the bad-case json are 4x5 (H x W): 20 pixels.
 BAD_CASES = [
     ({"bbox": [0, 0, -1, 2]}, "negative width or height"),
     ({"bbox": [0, float("nan"), 1, 2]}, "NaN or infinite"),
+    ({"bbox": [True, False, True, True]}, "bbox values must be numbers"),
+    ({"bbox": ["0", "0", "1", "2"]}, "bbox values must be numbers"),
     ({"category_id": 4}, "unknown category_id 4"),
+    ({"category_id": True}, "unknown category_id True"),  # True == 1 would find a class
     ({"image_id": 99}, "unknown image_id 99"),
+    ({"image_id": True}, "unknown image_id True"),
+    ({"iscrowd": 2}, "iscrowd must be 0 or 1"),
     ({"keypoints": [1, 1, 2, 3, 3]}, "keypoints has 5 values"),
     ({"segmentation": [[1, 1, 2, 2]]}, "polygon has 4 coordinates"),
+    # Run lengths that do not cover the 20 pixels: pycocotools would decode uninitialised memory
+    # (fewer) or fail later without naming the annotation (more, garbage).
+    ({"segmentation": {"size": [4, 5], "counts": [3, 2]}}, "sum to 5 pixels but the mask is 4x5"),
+    ({"segmentation": {"size": [4, 5], "counts": [3, 20]}}, "sum to 23 pixels"),
+    ({"segmentation": {"size": [4, 5], "counts": [-3, 23]}}, "negative run length (-3)"),
+    ({"segmentation": {"size": [4, 5], "counts": [10.0, 10]}}, "must be integers, got 10.0"),
+    ({"segmentation": {"size": [4, 5], "counts": [True] * 20}}, "must be integers, got True"),
+    ({"segmentation": {"size": [4, 5], "counts": _rle_string(_MASK_4x5)[:-1]}}, "sum to"),
+    ({"segmentation": {"size": [4, 5], "counts": _rle_string(_MASK_5x5)}}, "sum to 25 pixels"),
+    ({"segmentation": {"size": [4, 5], "counts": "zzzz"}}, "characters outside '0'..'o'"),
+    ({"segmentation": {"size": [4, 5], "counts": "3\u00e92"}}, "non-ASCII"),
+    ({"segmentation": {"size": [4, 5], "counts": "0n"}}, "truncated"),  # 'n' = more to come
+    ({"segmentation": {"size": [4, 5], "counts": 7}}, "list of run lengths or a string"),
+    ({"segmentation": {"size": [5, 4], "counts": [20]}}, "differs from the image size"),
+    ({"segmentation": {"size": 20, "counts": [20]}}, "differs from the image size"),
 ]
 
 
@@ -196,3 +227,128 @@ def test_empty_annotation_list_and_json_errors(tmp_path: Path) -> None:
     broken.write_text('{"images": [')
     with pytest.raises(ValueError, match="broken.json is not valid json"):
         load_coco_json(broken, tmp_path)
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)  # json.load would wait for a writer for ever
+    for not_a_file in (fifo, tmp_path):
+        with pytest.raises(ValueError, match="is not a regular file"):
+            load_coco_json(not_a_file, tmp_path)
+
+
+def test_rle_string_counts_round_trip_through_pycocotools() -> None:
+    """Run lengths -> pycocotools' compressed string -> the validator's reading: the same runs
+    (random runs with long values, zero first runs, and both parities, for the delta coding)."""
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        num_runs = int(rng.integers(1, 40))
+        scale = 10 ** int(rng.integers(0, 7))
+        runs = rng.integers(1, scale + 1, num_runs).tolist()
+        if trial % 3 == 0:
+            runs[0] = 0  # masks that start with a foreground pixel
+        total = sum(runs)
+        rle = mask_util.frPyObjects({"size": [total, 1], "counts": runs}, total, 1)
+        read = rle_run_lengths(rle["counts"].decode())
+        assert read.tolist() == runs, trial
+    # A real mask: its runs sum to H x W and pycocotools decodes it to the same mask.
+    mask = (rng.uniform(size=(37, 23)) < 0.3).astype(np.uint8)
+    assert rle_run_lengths(_rle_string(mask)).sum() == 37 * 23
+
+
+def test_valid_rles_of_every_kind_still_load(tmp_path: Path) -> None:
+    """The counts checks refuse nothing pycocotools encodes (empty, full and 1-pixel masks)."""
+    masks = [np.zeros((4, 5)), np.ones((4, 5)), np.eye(4, 5), _MASK_4x5]
+    annotations = [
+        {"id": i, "image_id": 1, "category_id": 3, "bbox": [0, 0, 1, 1], "iscrowd": 0,
+         "segmentation": {"size": [4, 5], "counts": _rle_string(m)}}
+        for i, m in enumerate(masks)
+    ]  # fmt: skip
+    records = load_coco_json(_write(tmp_path, annotations), tmp_path)
+    for ann, mask in zip(records[0]["annotations"], masks):
+        np.testing.assert_array_equal(mask_util.decode(ann["segmentation"]), mask)
+
+
+def test_duplicate_annotation_id(tmp_path: Path, caplog) -> None:
+    anns = [
+        {"id": 10, "image_id": 1, "category_id": 3, "bbox": [0, 0, 2, 2]},
+        {"id": 10, "image_id": 1, "category_id": 9, "bbox": [1, 1, 2, 2]},
+    ]
+    path = _write(tmp_path, anns)
+    with pytest.raises(ValueError) as info:
+        load_coco_json(path, tmp_path)
+    text = str(info.value)
+    assert str(path) in text and "annotation id=10" in text and "used twice" in text
+    with caplog.at_level(logging.WARNING):
+        records = load_coco_json(path, tmp_path, filter_invalid=True)
+    assert [a["category_id"] for a in records[0]["annotations"]] == [0]  # the first one is kept
+    assert "dropped 1 invalid annotations" in caplog.text
+
+
+def test_duplicate_category_id_is_refused(tmp_path: Path) -> None:
+    categories = [{"id": 3, "name": "cat"}, {"id": 9, "name": "dog"}, {"id": 3, "name": "bird"}]
+    path = _write(tmp_path, [], categories=categories)
+    with pytest.raises(ValueError) as info:
+        load_coco_json(path, tmp_path)
+    text = str(info.value)
+    assert str(path) in text and "categories[2]" in text
+    assert "category id 3 is used twice (by 'cat' and 'bird')" in text and "unique" in text
+
+
+_IMAGE = {"id": 1, "file_name": "a.png", "height": 4, "width": 5}
+
+
+@pytest.mark.parametrize(
+    ("images", "categories", "message"),
+    [
+        ([{k: v for k, v in _IMAGE.items() if k != "height"}], None, r"images\[0\] \(id=1\) has no height"),
+        ([{k: v for k, v in _IMAGE.items() if k != "file_name"}], None, r"images\[0\] \(id=1\) has no file_name"),
+        ([{k: v for k, v in _IMAGE.items() if k != "id"}], None, r"images\[0\] has no id"),
+        ([_IMAGE | {"width": 0}], None, "width 0; it must be the image's size in pixels"),
+        ([_IMAGE | {"width": "5"}], None, "width '5'"),
+        ([_IMAGE | {"height": 4.5}], None, "height 4.5"),
+        ([_IMAGE | {"id": True}], None, "has id True"),
+        ([_IMAGE, _IMAGE | {"file_name": "b.png"}], None, "image id 1 appears twice"),
+        (["a.png"], None, r"images\[0\] is a str, not an object"),
+        (None, [{"name": "a"}], r"categories\[0\] has no id"),
+        (None, [{"id": "3", "name": "a"}], r"categories\[0\] has id '3'"),
+        (None, [{"id": 3}], r"categories\[0\] \(id=3\) has no name"),
+    ],
+)  # fmt: skip
+def test_bad_images_and_categories_name_file_and_entry(
+    tmp_path: Path, images, categories, message: str
+) -> None:
+    path = _write(tmp_path, [], categories=categories, images=images)
+    with pytest.raises(ValueError, match=message) as info:
+        load_coco_json(path, tmp_path)
+    assert str(info.value).startswith(str(path)) and "fix the json" in str(info.value)
+
+
+def test_integral_float_sizes_are_accepted(tmp_path: Path) -> None:
+    path = _write(tmp_path, [], images=[_IMAGE | {"height": 4.0}])
+    assert load_coco_json(path, tmp_path)[0]["height"] == 4
+
+
+def test_non_utf8_and_non_coco_files_name_the_file(tmp_path: Path) -> None:
+    latin1 = tmp_path / "latin1.json"
+    payload = '{"images": [], "annotations": [], "categories": [{"id": 1, "name": "caf\u00e9"}]}'
+    latin1.write_bytes(payload.encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin1.json is not UTF-8 text.*re-encode"):
+        load_coco_json(latin1, tmp_path)
+    # The same text in UTF-8 loads (the class name survives).
+    utf8 = tmp_path / "utf8.json"
+    utf8.write_bytes(payload.encode("utf-8"))
+    name = "test_coco_utf8"
+    try:
+        load_coco_json(utf8, tmp_path, dataset_name=name)
+        assert MetadataCatalog.get(name).thing_classes == ["caf\u00e9"]
+    finally:
+        MetadataCatalog.remove(name)
+    for text, message in [
+        ("[1, 2]", "holds a json list"),
+        ('{"images": {}, "annotations": [], "categories": []}', "'images' must be a list"),
+        ('{"images": [], "annotations": [3], "categories": []}', "'annotations' is a int"),
+        ("[" * 100_000 + "]" * 100_000, "nests too deeply"),
+    ]:
+        odd = tmp_path / "odd.json"
+        odd.write_text(text)
+        with pytest.raises(ValueError, match=message) as info:
+            load_coco_json(odd, tmp_path)
+        assert str(odd) in str(info.value)

@@ -6,6 +6,11 @@ left/right swap), pycocotools rasterisation, numpy rotations for EXIF orientatio
 from __future__ import annotations
 
 import logging
+import os
+import re
+import struct
+import threading
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +20,15 @@ import torchvision.transforms.v2 as T
 from PIL import Image
 from pycocotools import mask as mask_util
 
-from lazydet.data import DatasetMapper, large_scale_jitter, load_coco_json, train_augmentations
+from lazydet.data import (
+    DatasetMapper,
+    large_scale_jitter,
+    load_coco_json,
+    read_image,
+    train_augmentations,
+)
 from lazydet.data.datasets import generate_shapes
+from lazydet.data.mapper import SKIP_UNREADABLE
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools")
 
@@ -225,10 +237,12 @@ def test_exif_orientation_grayscale_and_rgba(tmp_path: Path) -> None:
     assert mapper({"file_name": gray})["image"].shape == (3, 4, 5)
     rgba = np.zeros((4, 5, 4), dtype=np.uint8)
     rgba[..., 0] = 200
-    out = DatasetMapper(augmentations=None, is_train=False, image_format="BGR")(
-        {"file_name": _image_file(tmp_path, rgba, "rgba.png")}
-    )
-    assert out["image"].shape == (3, 4, 5) and out["image"][2].eq(200).all()  # BGR: red last
+    # The mapper always gives RGB (the model's input_format is the one channel-order setting);
+    # read_image can still read BGR for other uses.
+    rgba_file = _image_file(tmp_path, rgba, "rgba.png")
+    assert mapper({"file_name": rgba_file})["image"][0].eq(200).all()  # RGB: red first
+    bgr = read_image(rgba_file, image_format="BGR")
+    assert bgr.shape == (3, 4, 5) and bgr[2].eq(200).all()  # BGR: red last
 
 
 def test_bad_images_name_the_file(tmp_path: Path, caplog) -> None:
@@ -251,6 +265,113 @@ def test_bad_images_name_the_file(tmp_path: Path, caplog) -> None:
     with caplog.at_level(logging.WARNING):
         assert skipping(missing) is None
     assert "nope.jpg" in caplog.text
+
+
+def _png_48bit(path: Path, rgb16: np.ndarray) -> None:
+    """Write a 16-bit-per-channel RGB PNG (Pillow can read but not write one)."""
+    height, width, _ = rgb16.shape
+    raw = b"".join(b"\x00" + rgb16[y].astype(">u2").tobytes() for y in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)  # 16 bits, truecolour
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )  # fmt: skip
+
+
+def test_16bit_and_float_images_are_scaled_not_clipped(tmp_path: Path) -> None:
+    values = np.array([[0, 255, 256, 4095, 32768, 65535]], dtype=np.uint16)
+    expected = np.array([0, 0, 1, 15, 128, 255], dtype=np.uint8)  # the high byte
+    gray16 = _image_file(tmp_path, values, "gray16.png")
+    assert Image.open(gray16).mode == "I;16"
+    image = read_image(gray16)
+    assert image.dtype == torch.uint8 and image.shape == (3, 1, 6)
+    np.testing.assert_array_equal(image.numpy(), np.broadcast_to(expected, (3, 1, 6)))
+    # The same scaling as Pillow's own for 16-bit RGB PNGs.
+    _png_48bit(tmp_path / "rgb48.png", np.repeat(values[..., None], 3, axis=2))
+    torch.testing.assert_close(read_image(str(tmp_path / "rgb48.png")), image)
+    # 32-bit integer ("I") images holding 16-bit values (older Pillow opens 16-bit PNGs so).
+    int32 = _image_file(tmp_path, values.astype(np.int32), "int32.tiff")
+    assert Image.open(int32).mode == "I"
+    torch.testing.assert_close(read_image(int32), image)
+    too_wide = _image_file(tmp_path, np.array([[0, 70000]], dtype=np.int32), "wide.tiff")
+    with pytest.raises(ValueError, match=r"wide\.tiff.*values in \[0, 70000\].*16-bit"):
+        read_image(too_wide)
+    # Float images: [0, 1] -> [0, 255] with torchvision's to_dtype (x * 255.999, truncated).
+    floats = np.array([[0.0, 0.25, 0.5, 1.0]], dtype=np.float32)
+    image = read_image(_image_file(tmp_path, floats, "float.tiff"))
+    np.testing.assert_array_equal(image[0, 0].numpy(), [0, 63, 127, 255])
+    for bad, message in ((2.0, r"values in \[0, 2\]"), (np.nan, "NaN or infinite")):
+        path = _image_file(tmp_path, np.array([[0.0, bad]], dtype=np.float32), "bad.tiff")
+        with pytest.raises(ValueError, match=rf"bad\.tiff.*{message}"):
+            read_image(path)
+
+
+def test_decompression_bomb_is_a_skippable_error(tmp_path: Path, monkeypatch, caplog) -> None:
+    record = {"file_name": _image_file(tmp_path, np.zeros((20, 20, 3), np.uint8)), "image_id": 5}
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 400 pixels > 2 x the limit
+    with pytest.raises(ValueError, match=r"img\.png.*image_id=5.*MAX_IMAGE_PIXELS"):
+        DatasetMapper(augmentations=None, is_train=True)(record)
+    mapper = DatasetMapper(augmentations=None, is_train=True, skip_unreadable_images=True)
+    with caplog.at_level(logging.WARNING):
+        assert mapper(record) is None
+    assert mapper.last_skip_reason == SKIP_UNREADABLE and "img.png" in caplog.text
+
+
+def test_fifo_directory_and_device_are_refused_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo.jpg"
+    os.mkfifo(fifo)
+    outcome: list[BaseException | None] = []
+
+    def read() -> None:
+        try:
+            read_image(str(fifo), image_id=7)
+            outcome.append(None)
+        except BaseException as e:
+            outcome.append(e)
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    thread.join(timeout=10)
+    if thread.is_alive():  # blocked in open(): release it before failing
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail("read_image blocked on a FIFO")
+    [error] = outcome
+    assert isinstance(error, ValueError)
+    assert re.search(r"fifo\.jpg.*image_id=7.*FIFO.*not a regular file", str(error))
+    with pytest.raises(ValueError, match="is a directory, not a regular file"):
+        read_image(str(tmp_path))
+    with pytest.raises(ValueError, match="is a device or special file, not a regular file"):
+        read_image("/dev/zero")  # would otherwise be read until memory runs out
+
+
+def test_rle_of_a_custom_record_is_checked_before_decoding(tmp_path: Path) -> None:
+    """Records from a user's own loader bypass load_coco_json's checks; the mapper checks RLEs
+    again (pycocotools would decode a short one from uninitialised memory)."""
+    mask = np.zeros((4, 5), dtype=np.uint8)
+    mask[1:3, 2:5] = 1
+    runs = [9, 2, 2, 2, 2, 2, 1]  # column-major runs of `mask`, starting with zeros
+    record = {
+        "file_name": _image_file(tmp_path, np.zeros((4, 5, 3), np.uint8)),
+        "image_id": 3,
+        "annotations": [
+            {"id": 8, "bbox": (2.0, 1.0, 5.0, 3.0), "category_id": 0, "iscrowd": 0,
+             "segmentation": {"size": [4, 5], "counts": runs}}
+        ],
+    }  # fmt: skip
+    mapper = DatasetMapper(augmentations=None, is_train=True, use_masks=True)
+    reference = mask_util.decode(mask_util.frPyObjects({"size": [4, 5], "counts": runs}, 4, 5))
+    np.testing.assert_array_equal(reference, mask)
+    np.testing.assert_array_equal(mapper(record)["instances"].gt_masks.tensor[0].numpy(), mask)
+    record["annotations"][0]["segmentation"]["counts"] = runs[:-1]  # 19 of 20 pixels
+    with pytest.raises(
+        ValueError, match=r"img\.png: annotation id=8 has an invalid mask: .*sum to 19"
+    ):
+        mapper(record)
 
 
 def test_mask_formats_and_sanitize_refused(shapes_records, tmp_path: Path) -> None:

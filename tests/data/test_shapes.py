@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
+import signal
+import stat
+import time
 from pathlib import Path
 
 import numpy as np
@@ -96,11 +101,120 @@ def test_cache_generation_is_atomic(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(shapes_module, "generate_shapes", crash)
     with pytest.raises(RuntimeError, match="simulated crash"):
         shapes_split_dir(num_images=3, image_size=32, seed=0, cache_dir=tmp_path)
-    assert list((tmp_path / "shapes").iterdir()) == []  # no half-written dataset left behind
+    assert _entries(tmp_path) == []  # no half-written dataset left behind
     monkeypatch.undo()
     directory = shapes_split_dir(num_images=3, image_size=32, seed=0, cache_dir=tmp_path)
     assert json.loads((directory / "annotations.json").read_text())["images"][2]["id"] == 3
-    assert [p.name for p in (tmp_path / "shapes").iterdir()] == [directory.name]
+    assert _entries(tmp_path) == [directory.name]
+
+
+def _entries(cache: Path) -> list[str]:
+    """What the cache's shapes/ folder holds, lock files (kept on purpose) left out."""
+    return sorted(p.name for p in (cache / "shapes").iterdir() if not p.name.endswith(".lock"))
+
+
+def _staging_dirs(cache: Path) -> list[Path]:
+    return sorted((cache / "shapes").glob(".*.tmp-*"))
+
+
+def _generate_in_child(cache: Path, result: Path) -> None:
+    """Child process body: generate the split, write the directory it got to ``result``."""
+    directory = shapes_split_dir(num_images=2, image_size=32, seed=0, cache_dir=cache)
+    result.write_text(str(directory))
+
+
+def test_killed_generator_leaves_nothing_behind_for_good(tmp_path: Path, monkeypatch) -> None:
+    """A generator killed with SIGKILL (no cleanup code runs) leaves its staging dir; the next
+    generation removes it -- but never while the generator is alive (it holds the lock)."""
+    started = tmp_path / "started"
+
+    def hang(output_dir, **kwargs):
+        (Path(output_dir) / "half-written.png").write_bytes(b"x")
+        started.touch()
+        time.sleep(60)
+
+    monkeypatch.setattr(shapes_module, "generate_shapes", hang)
+    child = multiprocessing.get_context("fork").Process(
+        target=_generate_in_child, args=(tmp_path, tmp_path / "unused")
+    )
+    child.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert started.exists(), "the child never started generating"
+        [staging] = _staging_dirs(tmp_path)
+        lock = tmp_path / "shapes" / ".v1-n2-s32-seed0.lock"
+        with shapes_module._split_lock(lock, blocking=False) as held:
+            assert not held  # a live generator's staging dir is not up for removal
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.join()
+    assert staging.is_dir()  # what SIGKILL leaves behind
+    monkeypatch.undo()
+    directory = shapes_split_dir(num_images=2, image_size=32, seed=0, cache_dir=tmp_path)
+    assert _staging_dirs(tmp_path) == [] and _entries(tmp_path) == [directory.name]
+    # A staging dir that shows up beside a complete split (a crash of an older lazydet) goes too.
+    stale = tmp_path / "shapes" / f".{directory.name}.tmp-abc123"
+    (stale / "images").mkdir(parents=True)
+    assert shapes_split_dir(num_images=2, image_size=32, seed=0, cache_dir=tmp_path) == directory
+    assert not stale.exists()
+
+
+def test_two_processes_generate_once(tmp_path: Path, monkeypatch) -> None:
+    log = tmp_path / "generations.log"
+    real_generate = shapes_module.generate_shapes
+
+    def logged(output_dir, **kwargs):
+        with open(log, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        time.sleep(0.5)  # both processes are surely inside shapes_split_dir by now
+        return real_generate(output_dir, **kwargs)
+
+    monkeypatch.setattr(shapes_module, "generate_shapes", logged)
+    context = multiprocessing.get_context("fork")
+    results = [tmp_path / f"result{i}" for i in range(2)]
+    children = [context.Process(target=_generate_in_child, args=(tmp_path, r)) for r in results]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(60)
+        assert child.exitcode == 0
+    directories = {r.read_text() for r in results}
+    assert len(directories) == 1
+    assert len(log.read_text().split()) == 1  # the second process waited and reused the first's
+    directory = Path(directories.pop())
+    assert len(json.loads((directory / "annotations.json").read_text())["images"]) == 2
+    assert _staging_dirs(tmp_path) == [] and _entries(tmp_path) == [directory.name]
+
+
+@pytest.mark.parametrize(
+    ("umask", "dir_mode", "file_mode"), [(0o022, 0o755, 0o644), (0o077, 0o700, 0o600)]
+)
+def test_cache_permissions_follow_the_umask(tmp_path: Path, umask, dir_mode, file_mode) -> None:
+    """A shared LAZYDET_CACHE needs group/other-readable folders (mkdtemp made them 0700); a
+    user who wants a private cache sets a private umask."""
+    previous = os.umask(umask)
+    try:
+        directory = shapes_split_dir(num_images=1, image_size=32, seed=0, cache_dir=tmp_path)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(directory.stat().st_mode) == dir_mode
+    assert stat.S_IMODE((directory / "images").stat().st_mode) == dir_mode
+    assert stat.S_IMODE((directory / "annotations.json").stat().st_mode) == file_mode
+    assert stat.S_IMODE(next((directory / "images").iterdir()).stat().st_mode) == file_mode
+
+
+def test_unreadable_cache_names_the_fix(tmp_path: Path, monkeypatch) -> None:
+    target = shapes_split_dir(num_images=1, image_size=32, seed=0, cache_dir=tmp_path)
+    # Another user's 0700 folder, as root cannot be denied access: os.access says no.
+    (target / "annotations.json").unlink()
+    monkeypatch.setattr(shapes_module.os, "access", lambda *args, **kwargs: False)
+    with pytest.raises(PermissionError, match=r"cannot read it.*chmod -R go\+rX.*LAZYDET_CACHE"):
+        shapes_split_dir(num_images=1, image_size=32, seed=0, cache_dir=tmp_path)
+    monkeypatch.undo()
+    with pytest.raises(FileExistsError, match="has no annotations.json.*delete it"):
+        shapes_split_dir(num_images=1, image_size=32, seed=0, cache_dir=tmp_path)
 
 
 def test_registered_split_uses_the_cache_env(tmp_path: Path, monkeypatch) -> None:

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from ..catalog import DatasetCatalog, MetadataCatalog
+from ..rle import check_rle
 
 __all__ = ["CocoLoader", "load_coco_json", "register_coco"]
 
@@ -62,12 +63,8 @@ class _InvalidAnnotation(Exception):
 
 def _convert_segmentation(segmentation: Any, height: int, width: int) -> Any:
     if isinstance(segmentation, dict):
-        if "counts" not in segmentation or "size" not in segmentation:
-            raise _InvalidAnnotation("RLE segmentation needs 'counts' and 'size'")
-        if list(segmentation["size"]) != [height, width]:
-            raise _InvalidAnnotation(
-                f"RLE size {segmentation['size']} differs from the image size {[height, width]}"
-            )
+        # Before pycocotools reads the counts: it trusts them (see lazydet.data.rle).
+        check_rle(segmentation, height, width)
         if isinstance(segmentation["counts"], list):
             from pycocotools import mask as mask_util
 
@@ -89,6 +86,92 @@ def _convert_segmentation(segmentation: Any, height: int, width: int) -> Any:
     return polygons
 
 
+def _is_id(value: Any) -> bool:
+    """A json id: an int or a non-empty string (``True`` would silently equal id 1)."""
+    return (type(value) is int) or (isinstance(value, str) and value != "")
+
+
+def _positive_int(value: Any) -> int | None:
+    """``value`` as an int if it is a positive integral number (``480.0`` included), else None."""
+    if type(value) is int:
+        return value if value > 0 else None
+    if type(value) is float and value.is_integer() and value > 0:
+        return int(value)
+    return None
+
+
+def _parse_categories(categories: Any, json_file: str) -> list[dict]:
+    """The category entries sorted by id, each checked for a unique int ``id`` and a ``name``."""
+    if not isinstance(categories, list):
+        raise ValueError(
+            f"{json_file}: 'categories' must be a list, got {type(categories).__name__}"
+        )
+    by_id: dict[int, dict] = {}
+    for index, category in enumerate(categories):
+        where = f"{json_file}: categories[{index}]"
+        if not isinstance(category, dict):
+            raise ValueError(
+                f"{where} is a {type(category).__name__}, not an object (fix the json)"
+            )
+        category_id = category.get("id")
+        if type(category_id) is not int:
+            raise ValueError(
+                f"{where} has {'no id' if category_id is None else f'id {category_id!r}'}; "
+                "every category needs an integer 'id' and a 'name' (fix the json)"
+            )
+        name = category.get("name")
+        if not isinstance(name, str):
+            raise ValueError(
+                f"{where} (id={category_id}) has {'no name' if name is None else f'name {name!r}'};"
+                " every category needs an integer 'id' and a string 'name' (fix the json)"
+            )
+        if category_id in by_id:
+            # Two classes on one id would make the class map depend on the json's order.
+            raise ValueError(
+                f"{where}: category id {category_id} is used twice (by {by_id[category_id]['name']!r}"
+                f" and {name!r}); category ids must be unique (fix the json)"
+            )
+        by_id[category_id] = category
+    return [by_id[i] for i in sorted(by_id)]
+
+
+def _image_record(image: Any, index: int, json_file: str, image_root: str) -> dict:
+    """The record of one json ``images`` entry, checked for ``id``, ``file_name`` and the size."""
+    where = f"{json_file}: images[{index}]"
+    if not isinstance(image, dict):
+        raise ValueError(f"{where} is a {type(image).__name__}, not an object (fix the json)")
+    image_id = image.get("id")
+    if not _is_id(image_id):
+        raise ValueError(
+            f"{where} has {'no id' if image_id is None else f'id {image_id!r}'}; every image "
+            "needs an 'id' (an integer or a string), a 'file_name', a 'height' and a 'width' "
+            "(fix the json)"
+        )
+    where += f" (id={image_id!r})"
+    file_name = image.get("file_name")
+    if not isinstance(file_name, str) or not file_name:
+        raise ValueError(
+            f"{where} has {'no file_name' if file_name is None else f'file_name {file_name!r}'};"
+            " give the image's path relative to the image root (fix the json)"
+        )
+    size = {}
+    for key in ("height", "width"):
+        size[key] = _positive_int(image.get(key))
+        if size[key] is None:
+            value = image.get(key)
+            raise ValueError(
+                f"{where} has {f'no {key}' if value is None else f'{key} {value!r}'}; it must be "
+                "the image's size in pixels, a positive integer (fix the json)"
+            )
+    return {
+        "file_name": os.path.join(image_root, file_name),
+        "height": size["height"],
+        "width": size["width"],
+        "image_id": image_id,
+        "annotations": [],
+    }
+
+
 def load_coco_json(
     json_file: str | os.PathLike,
     image_root: str | os.PathLike,
@@ -105,14 +188,22 @@ def load_coco_json(
             ``thing_classes``, ``thing_dataset_id_to_contiguous_id`` and its inverse
             ``thing_contiguous_id_to_dataset_id``, ``keypoint_names`` (if any),
             ``json_file``, ``image_root`` and ``evaluator_type="coco"``.
-        filter_invalid: an invalid annotation (negative or NaN box, unknown category or image id,
-            keypoint array of the wrong length, malformed segmentation) raises a ``ValueError``
-            naming the file and annotation id; with ``filter_invalid=True`` such annotations are
-            dropped instead and their count is logged as a warning.
+        filter_invalid: an invalid annotation (negative, NaN or non-numeric box, unknown category
+            or image id, duplicated annotation id, keypoint array of the wrong length, malformed
+            polygon, RLE whose run lengths do not cover the image exactly) raises a
+            ``ValueError`` naming the file and annotation id; with ``filter_invalid=True`` such
+            annotations are dropped instead and their count is logged as a warning.
+
+    Problems of the file itself always raise a ``ValueError`` naming the file and the entry: not
+    UTF-8, not a json object with ``images``/``annotations``/``categories`` lists, an image
+    without a valid ``id``/``file_name``/``height``/``width``, a duplicated image id, a category
+    without an integer ``id`` or a ``name``, a duplicated category id.
     """
     json_file = os.fspath(json_file)
     image_root = os.fspath(image_root)
     if not os.path.isfile(json_file):
+        if os.path.exists(json_file):  # a directory or a FIFO (which would block json.load)
+            raise ValueError(f"COCO json {json_file!r} is not a regular file; give the json's path")
         raise FileNotFoundError(f"COCO json {json_file!r} does not exist")
     # Parsing builds ~10 million small acyclic objects; the cyclic garbage collector would
     # rescan them again and again as they survive collections (measured: ~25% of the time).
@@ -133,11 +224,25 @@ def _load_coco_json(
             data = json.load(f, object_hook=_compact_json_object)
         except json.JSONDecodeError as e:
             raise ValueError(f"{json_file} is not valid json: {e}") from e
+        except UnicodeDecodeError as e:
+            raise ValueError(
+                f"{json_file} is not UTF-8 text ({e.reason} at byte {e.start}); json must be "
+                "UTF-8: re-encode the file (e.g. `iconv -f latin1 -t utf-8`)"
+            ) from None
+        except RecursionError:
+            raise ValueError(f"{json_file} nests too deeply to be a COCO json") from None
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"{json_file} holds a json {type(data).__name__}, not an object with 'images', "
+            "'annotations' and 'categories'; it is not a COCO detection json"
+        )
     for key in ("images", "annotations", "categories"):
         if key not in data:
             raise ValueError(f"{json_file} has no {key!r} list; it is not a COCO detection json")
+        if not isinstance(data[key], list):
+            raise ValueError(f"{json_file}: {key!r} must be a list, got {type(data[key]).__name__}")
 
-    categories = sorted(data["categories"], key=lambda c: c["id"])
+    categories = _parse_categories(data["categories"], json_file)
     dataset_id_to_contiguous = {c["id"]: i for i, c in enumerate(categories)}
     thing_classes = [c["name"] for c in categories]
     keypoint_names: list[str] | None = None
@@ -153,17 +258,14 @@ def _load_coco_json(
 
     records: list[dict] = []
     record_by_image_id: dict[Any, dict] = {}
-    for image in data["images"]:
-        record = {
-            "file_name": os.path.join(image_root, image["file_name"]),
-            "height": int(image["height"]),
-            "width": int(image["width"]),
-            "image_id": image["id"],
-            "annotations": [],
-        }
-        if image["id"] in record_by_image_id:
-            raise ValueError(f"{json_file}: image id {image['id']} appears twice in 'images'")
-        record_by_image_id[image["id"]] = record
+    for index, image in enumerate(data["images"]):
+        record = _image_record(image, index, json_file, image_root)
+        if record["image_id"] in record_by_image_id:
+            raise ValueError(
+                f"{json_file}: image id {record['image_id']!r} appears twice in 'images' "
+                f"(images[{index}] and an earlier entry); image ids must be unique (fix the json)"
+            )
+        record_by_image_id[record["image_id"]] = record
         records.append(record)
     del data["images"]
 
@@ -175,16 +277,28 @@ def _load_coco_json(
     annotations.reverse()
     while annotations:
         ann = annotations.pop()
+        if not isinstance(ann, dict):
+            raise ValueError(
+                f"{json_file}: an entry of 'annotations' is a {type(ann).__name__}, not an "
+                "object (fix the json)"
+            )
         ann_id = ann.get("id")
         try:
             if ann_id is not None:
                 if ann_id in seen_annotation_ids:
-                    raise _InvalidAnnotation("the annotation id is used twice")
+                    raise _InvalidAnnotation(
+                        "the annotation id is used twice (annotation ids must be unique)"
+                    )
                 seen_annotation_ids.add(ann_id)
-            record = record_by_image_id.get(ann.get("image_id"))
+            # type checks: True == 1 in a dict lookup, so a bool id would find image / class 1.
+            image_id = ann.get("image_id")
+            record = record_by_image_id.get(image_id) if _is_id(image_id) else None
             if record is None:
-                raise _InvalidAnnotation(f"unknown image_id {ann.get('image_id')!r}")
-            category = dataset_id_to_contiguous.get(ann.get("category_id"))
+                raise _InvalidAnnotation(f"unknown image_id {image_id!r}")
+            category_id = ann.get("category_id")
+            category = (
+                dataset_id_to_contiguous.get(category_id) if type(category_id) is int else None
+            )
             if category is None:
                 raise _InvalidAnnotation(
                     f"unknown category_id {ann.get('category_id')!r} (categories: "
@@ -193,6 +307,8 @@ def _load_coco_json(
             bbox = ann.get("bbox")
             if not isinstance(bbox, list) or len(bbox) != 4:
                 raise _InvalidAnnotation(f"bbox must be [x, y, w, h], got {bbox!r}")
+            if any(type(v) not in (int, float) for v in bbox):  # no bools, no strings
+                raise _InvalidAnnotation(f"bbox values must be numbers, got {bbox!r}")
             x, y, w, h = (float(v) for v in bbox)
             if not all(map(math.isfinite, (x, y, w, h))):
                 raise _InvalidAnnotation(f"bbox has a NaN or infinite value: {bbox}")
@@ -202,8 +318,11 @@ def _load_coco_json(
                 "id": ann_id,
                 "bbox": (x, y, x + w, y + h),
                 "category_id": category,
-                "iscrowd": int(ann.get("iscrowd", 0)),
+                "iscrowd": ann.get("iscrowd", 0),
             }
+            if out["iscrowd"] not in (0, 1):
+                raise _InvalidAnnotation(f"iscrowd must be 0 or 1, got {out['iscrowd']!r}")
+            out["iscrowd"] = int(out["iscrowd"])
             segmentation = ann.get("segmentation")
             if segmentation:
                 out["segmentation"] = _convert_segmentation(
@@ -277,7 +396,7 @@ class CocoLoader:
     missing_hint: str = field(default="", compare=False)
 
     def __call__(self) -> list[dict]:
-        if not os.path.isfile(self.json_file):
+        if not os.path.exists(self.json_file):
             raise FileNotFoundError(
                 f"dataset {self.dataset_name!r}: annotation file {self.json_file!r} does not "
                 f"exist. {self.missing_hint}".rstrip()

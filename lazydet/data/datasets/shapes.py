@@ -13,15 +13,22 @@ convention (continuous coordinate - 0.5), so the COCO loader's +0.5 puts them ba
 
 The dataset is written as real files (PNG images + a COCO json) so the regular COCO loading and
 mapping code is what reads it. Generation is deterministic for a given (num_images, image_size,
-seed) and atomic: it is written to a temporary directory that is renamed into place at the end.
+seed) and atomic: it is written to a staging directory that is renamed into place at the end.
+A lock file per split (``flock``) lets one process generate while others wait, and lets the next
+generator remove the staging directory of one that was killed. Files and directories get the
+usual permissions under the process umask (typically readable by all), so a ``LAZYDET_CACHE``
+can be shared between users.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import shutil
-import tempfile
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +37,11 @@ from PIL import Image
 
 from ..catalog import DatasetCatalog, MetadataCatalog
 from .coco import load_coco_json
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no locking, generation stays atomic but may run twice
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = [
     "SHAPES_CLASSES",
@@ -50,6 +62,8 @@ SHAPES_KEYPOINT_FLIP_MAP = (("left", "right"),)
 SHAPES_KEYPOINT_OKS_SIGMAS = (0.025, 0.025, 0.025, 0.025)
 # Version of the generator; bump it when the output changes so stale caches are not reused.
 _GENERATOR_VERSION = 1
+logger = logging.getLogger(__name__)
+
 SHAPES_SPLITS = {
     "train": {"num_images": 400, "image_size": 128, "seed": 0},
     "val": {"num_images": 100, "image_size": 128, "seed": 1},
@@ -249,6 +263,63 @@ def generate_shapes(
     return json_path
 
 
+@contextlib.contextmanager
+def _split_lock(lock_file: Path, *, blocking: bool) -> Iterator[bool]:
+    """Hold an exclusive ``flock`` on ``lock_file``; yields whether it is held.
+
+    The kernel releases the lock when its holder dies, however it dies, so "lock free" means
+    "nobody is generating this split now". Non-blocking: yields False when another process holds
+    it. Without ``fcntl`` or on a file system that refuses locks, yields False.
+    """
+    if fcntl is None:
+        yield False
+        return
+    try:  # O_RDONLY is enough for flock, so a lock file made by another user can be used too
+        fd = os.open(lock_file, os.O_RDONLY | os.O_CREAT, 0o666)
+    except OSError as e:
+        logger.debug("no lock for the shapes cache (%s); generating without one", e)
+        yield False
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not blocking:
+                yield False
+                return
+            logger.info("waiting for another process to finish generating %s", lock_file.name)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as e:  # e.g. ENOLCK on a file system without locks
+            logger.debug("cannot lock %s (%s); generating without a lock", lock_file, e)
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _remove_stale_staging(parent: Path, target: Path) -> None:
+    """Remove the staging directories of ``target``; call only while holding its lock (their
+    writer is then dead: every live generator holds the lock while its staging dir exists)."""
+    for staging in parent.glob(f".{target.name}.tmp-*"):
+        logger.warning("removing %s, left by an interrupted generation of %s", staging, target.name)
+        shutil.rmtree(staging, ignore_errors=True)
+        if staging.exists():  # e.g. made by another user in a shared cache
+            logger.warning("cannot remove %s; delete it by hand", staging)
+
+
+def _is_complete(target: Path) -> bool:
+    if (target / "annotations.json").is_file():
+        return True
+    if target.exists() and not os.access(target, os.R_OK | os.X_OK):
+        raise PermissionError(
+            f"the shapes cache {target} exists but you cannot read it (older lazydet versions "
+            "made it private to its owner); ask the owner to run `chmod -R go+rX` on it, or "
+            "set LAZYDET_CACHE to a directory of yours"
+        )
+    return False
+
+
 def shapes_split_dir(
     *,
     num_images: int,
@@ -256,25 +327,53 @@ def shapes_split_dir(
     seed: int = 0,
     cache_dir: str | os.PathLike | None = None,
 ) -> Path:
-    """Directory holding a generated shapes set, generating it atomically on first use."""
+    """Directory holding a generated shapes set, generating it atomically on first use.
+
+    Concurrent callers (processes, also on other hosts of a shared file system with working
+    ``flock``) generate the split once: the others wait for the lock, then find it complete.
+    """
     root = Path(cache_dir) if cache_dir is not None else lazydet_cache_dir()
     parent = root / "shapes"
     target = parent / f"v{_GENERATOR_VERSION}-n{num_images}-s{image_size}-seed{seed}"
-    if (target / "annotations.json").is_file():
+    lock_file = parent / f".{target.name}.lock"
+    if _is_complete(target):
+        # Cheap glob; the lock is only taken when a killed generator left something behind.
+        if next(parent.glob(f".{target.name}.tmp-*"), None) is not None:
+            with _split_lock(lock_file, blocking=False) as held:
+                if held:
+                    _remove_stale_staging(parent, target)
         return target
-    parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=parent))
     try:
-        generate_shapes(staging, num_images=num_images, image_size=image_size, seed=seed)
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OSError(
+            f"cannot create the shapes cache {parent}: {e}; set LAZYDET_CACHE to a writable "
+            "directory"
+        ) from None
+    with _split_lock(lock_file, blocking=True) as held:
+        if _is_complete(target):  # generated by the process we waited for
+            return target
+        if target.exists():
+            raise FileExistsError(
+                f"{target} exists but has no annotations.json (incomplete or edited); delete it "
+                "and it will be generated again"
+            )
+        if held:
+            _remove_stale_staging(parent, target)
+        # os.mkdir (not tempfile.mkdtemp, which makes it 0700) so the umask decides who can read.
+        staging = parent / f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        os.mkdir(staging)
         try:
-            os.rename(staging, target)
-        except OSError:
-            # Another process finished first (target exists and is complete): keep theirs.
-            if not (target / "annotations.json").is_file():
-                raise
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+            generate_shapes(staging, num_images=num_images, image_size=image_size, seed=seed)
+            try:
+                os.rename(staging, target)
+            except OSError:
+                # Without a lock another process may have finished first: keep theirs.
+                if not _is_complete(target):
+                    raise
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
     return target
 
 
