@@ -12,6 +12,7 @@ from .diff import diff, flatten
 from .errors import ConfigError, InstantiationError
 from .files import load
 from .instantiate import instantiate
+from .interpolation import resolve
 from .lazy import MISSING, Config, L, LazyCall, is_node, ref
 from .paths import import_path, locate
 from .serialize import format_node, from_container, save, to_container, to_py, to_yaml
@@ -24,6 +25,7 @@ __all__ = [
     "InstantiationError",
     "L",
     "LazyCall",
+    "apply_overrides",
     "compose",
     "diff",
     "flatten",
@@ -35,6 +37,7 @@ __all__ = [
     "load",
     "locate",
     "ref",
+    "resolve",
     "save",
     "to_container",
     "to_py",
@@ -52,3 +55,14 @@ def compose(name: str, overrides: list[str] | tuple[str, ...] = (), **kwargs):
     from .hydra_bridge import compose as _compose
 
     return _compose(name, list(overrides), **kwargs)
+
+
+def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...], **kwargs) -> Config:
+    """Apply command-line style overrides to ``cfg`` in place, with the CLI's semantics.
+
+    ``apply_overrides(cfg, ["model.backbone=vit_b", "optimizer.lr=0.01"])``; see
+    :func:`lazydet.config.overrides.apply_overrides`.
+    """
+    from .overrides import apply_overrides as _apply
+
+    return _apply(cfg, list(overrides), **kwargs)

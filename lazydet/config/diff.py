@@ -18,10 +18,12 @@ def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
         for key, value in cfg.items():
             out.update(flatten(value, f"{prefix}.{key}" if prefix else key))
     elif isinstance(cfg, (list, tuple)) and cfg and any(isinstance(v, (dict, list)) for v in cfg):
+        if isinstance(cfg, tuple):
+            out[prefix] = "<tuple>"  # == tells a tuple from a list; so must the diff
         for i, value in enumerate(cfg):
             out.update(flatten(value, f"{prefix}.{i}"))
     else:
-        out[prefix] = list(cfg) if isinstance(cfg, tuple) else cfg
+        out[prefix] = cfg  # a tuple stays a tuple: (1, 2) and [1, 2] are different values
     return out
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .lazy import Config, to_node
+from .lazy import MISSING, Config, store, to_node
 
 __all__ = ["load", "load_file_namespace"]
 
@@ -42,7 +42,39 @@ def _module_file(base: Path, dotted: str) -> Path | None:
 def _is_config_value(name: str, value: Any) -> bool:
     if name.startswith("_"):
         return False
+    if value is MISSING:
+        # `from lazydet.config import MISSING` binds the marker itself; any other name is a value.
+        return name != "MISSING"
     return isinstance(value, (dict, list, tuple, str, int, float, bool)) or value is None
+
+
+def _user_config_module(name: str) -> Path | None:
+    """The file of module ``name`` when it lies in a config directory of LAZYDET_CONFIG_PATH.
+
+    Such files are config files too: a project's ``from myproject.conf.base import model``
+    must execute ``base.py`` afresh, as ``lazydet.conf`` imports are, or an edit that one
+    experiment makes to ``model`` would leak into every later load in the process.
+    """
+    import importlib.util
+
+    from .tree import CONFIG_PATH_ENV
+
+    roots = []
+    for entry in os.environ.get(CONFIG_PATH_ENV, "").split(os.pathsep):
+        if entry.strip():
+            root = Path(entry).expanduser().resolve()
+            if root.is_dir():
+                roots.append(root)
+    if not roots:
+        return None
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return None
+    origin = Path(spec.origin).resolve()
+    return origin if any(origin.is_relative_to(root) for root in roots) else None
 
 
 def _make_import(path: Path, real_import: Any) -> Any:
@@ -61,6 +93,8 @@ def _make_import(path: Path, real_import: Any) -> Any:
                 )
         elif name == _CONF_PACKAGE or name.startswith(_CONF_PACKAGE + "."):
             target = _module_file(_conf_root(), name[len(_CONF_PACKAGE) + 1 :])
+        else:
+            target = _user_config_module(name)
         if target is None:
             return real_import(name, globals, locals, fromlist, level)
         module = load_file_namespace(target)
@@ -123,8 +157,82 @@ def _line_in(path: Path, error: BaseException) -> int | None:
     return frames[-1].lineno if frames else None
 
 
-def load(path: str | os.PathLike, keys: str | list[str] | None = None) -> Any:
+DEFAULT_ALLOWED_TARGETS = ("lazydet.", "torch.", "torchvision.")
+# Callables under the allowed prefixes that run code or fetch it: refused all the same.
+_NEVER_ALLOWED = (
+    "torch.hub.",
+    "torch.load",
+    "torch.jit.load",
+    "torch.package.",
+    "torch.utils.cpp_extension.",
+    "torch.compile",
+    "torch.export.load",
+    "lazydet.config.load",
+    "lazydet.config.files.",
+)
+
+
+def _allowed(path: str, prefixes: tuple[str, ...]) -> bool:
+    def matches(prefix: str) -> bool:
+        if prefix.endswith("."):
+            return path.startswith(prefix)
+        return path == prefix or path.startswith(prefix + ".")
+
+    if any(matches(p) for p in _NEVER_ALLOWED):
+        return False
+    return any(matches(p) for p in prefixes)
+
+
+def check_targets(cfg: Any, allowed_targets: tuple[str, ...], *, source: str = "config") -> None:
+    """Raise ConfigError if a ``_target_`` (or a class/function value) of ``cfg`` is not allowed.
+
+    ``allowed_targets`` are import-path prefixes (``"torch."``) or exact paths.
+    """
+    from .lazy import ARGS, LOCATE, TARGET
+
+    bad: list[str] = []
+
+    def walk(node: Any, key: str) -> None:
+        if isinstance(node, dict):
+            target = node.get(TARGET)
+            if target is not None:
+                names = [target]
+                if target == LOCATE:
+                    names += [a for a in node.get(ARGS, ()) if isinstance(a, str)]
+                for name in names:
+                    if not isinstance(name, str) or not _allowed(name, allowed_targets):
+                        bad.append(f"{key or '<root>'}: {name!r}")
+            for k, v in node.items():
+                walk(v, f"{key}.{k}" if key else str(k))
+        elif isinstance(node, (list, tuple)):
+            for i, v in enumerate(node):
+                walk(v, f"{key}.{i}" if key else str(i))
+
+    walk(cfg, "")
+    if bad:
+        raise ConfigError(
+            f"{source} names targets outside the allowed ones ({', '.join(allowed_targets)}): "
+            + "; ".join(bad)
+            + ". Building them could run any code. If you trust the file, load it with "
+            "trusted=True, or add the prefixes to allowed_targets."
+        )
+
+
+def load(
+    path: str | os.PathLike,
+    keys: str | list[str] | None = None,
+    *,
+    trusted: bool = True,
+    allowed_targets: tuple[str, ...] | list[str] | None = None,
+) -> Any:
     """Load a config file (``.py`` or ``.yaml``) as a :class:`Config`.
+
+    A config is code: instantiating it calls whatever its ``_target_`` names (``os.system``
+    included), and a ``.py`` config runs when it is loaded. For files from others, pass
+    ``trusted=False``: only ``.yaml`` is accepted, and every target must start with one of
+    ``allowed_targets`` (default ``lazydet.``, ``torch.``, ``torchvision.``; a few callables
+    under them that load or fetch code, such as ``torch.hub.*`` and ``torch.load``, are refused
+    anyway). Giving ``allowed_targets`` implies ``trusted=False``.
 
     Args:
         path: the file.
@@ -132,6 +240,21 @@ def load(path: str | os.PathLike, keys: str | list[str] | None = None) -> Any:
     """
     path = Path(path)
     suffix = path.suffix.lower()
+    if allowed_targets is not None:
+        trusted = False
+    if not trusted:
+        if isinstance(allowed_targets, str):
+            allowed_targets = (allowed_targets,)
+        allowed = tuple(allowed_targets) if allowed_targets is not None else DEFAULT_ALLOWED_TARGETS
+        if suffix == ".py":
+            raise ConfigError(
+                f"{path}: a Python config runs its code when it is loaded, so it cannot be loaded "
+                "untrusted. Ask for a YAML dump (lazydet.config.save(cfg, 'x.yaml')) or read the "
+                "file and load it with trusted=True."
+            )
+        cfg = load(path, trusted=True)
+        check_targets(cfg, allowed, source=str(path))
+        return cfg if keys is None else load_keys(cfg, keys, path)
     if suffix in (".yaml", ".yml"):
         from omegaconf import OmegaConf
 
@@ -150,11 +273,15 @@ def load(path: str | os.PathLike, keys: str | list[str] | None = None) -> Any:
         cfg = Config()
         for name, value in vars(module).items():
             if _is_config_value(name, value):
-                dict.__setitem__(cfg, name, to_node(value, where=name))
+                store(cfg, name, to_node(value, where=name))
     else:
         raise ConfigError(f"Config file {path} must end in .py or .yaml.")
     if keys is None:
         return cfg
+    return load_keys(cfg, keys, path)
+
+
+def load_keys(cfg: Config, keys: str | list[str], path: Path) -> Any:
     if isinstance(keys, str):
         return _pick(cfg, keys, path)
     return [_pick(cfg, k, path) for k in keys]

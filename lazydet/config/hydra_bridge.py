@@ -21,7 +21,8 @@ executes only the files the defaults list and the overrides select. What lazydet
 Hydra: ``model.backbone=vit_b`` selects the group option (Hydra would set a string); a group
 option replaces its subtree (a parent that also fills the slot is an error, not a silent merge);
 value overrides are checked against the target's signature ("did you mean"); the composed config
-is validated before anything is built.
+is validated before anything is built. ``${...}`` interpolations are kept live in the composed
+config and resolved when it is built (see :mod:`lazydet.config.interpolation`).
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ class LazydetConfigSource(ConfigSource):
         return ConfigTree((Path(self.path),))
 
     def available(self) -> bool:
-        return Path(self.path).is_dir()
+        return Path(self.path).is_dir() or Path(self.path).suffix == ".py"
 
     @staticmethod
     def _split(config_path: str) -> tuple[str, str]:
@@ -111,7 +112,10 @@ class LazydetConfigSource(ConfigSource):
         root = Path(self.path)
         groups: list[str] = []
         configs: list[str] = []
-        if config_path == "":
+        if root.suffix == ".py":  # a single experiment file: conf=path/to/exp.py
+            groups = [EXPERIMENT_GROUP] if config_path == "" else []
+            configs = option_names(root) if config_path == EXPERIMENT_GROUP else []
+        elif config_path == "":
             groups = [EXPERIMENT_GROUP] + [
                 p.name for p in root.iterdir() if p.is_dir() and is_public_name(p.name)
             ]
@@ -161,6 +165,22 @@ def _launch_id() -> str:
     return f"{os.getpid()}-{secrets.token_hex(2)}"
 
 
+# Set by the command line for the Hydra run it starts (see ``set_launch_options``).
+_LAUNCH: dict[str, Any] = {"callbacks": {}, "experiment": MISSING_VALUE}
+
+
+def set_launch_options(*, callbacks: dict[str, Any], experiment: str | None) -> None:
+    """Hydra callbacks, and the experiment Hydra composes its master config from, for one run.
+
+    In a multirun Hydra composes a master config without the sweep overrides; with ``conf=a,b``
+    that master has no experiment, so the groups the experiments select are unknown and every
+    group override fails ("Could not override 'dataset'"). Naming the sweep's first experiment
+    as the default fixes that; each job still composes its own experiment.
+    """
+    _LAUNCH["callbacks"] = dict(callbacks)
+    _LAUNCH["experiment"] = experiment or MISSING_VALUE
+
+
 def register_with_hydra(tree: ConfigTree | None = None) -> ConfigTree:
     """Register the ``lazydet://`` source and the primary config ``lazydet`` with Hydra.
 
@@ -178,8 +198,9 @@ def register_with_hydra(tree: ConfigTree | None = None) -> ConfigTree:
     ConfigStore.instance().store(
         name=PRIMARY_CONFIG,
         node={
-            "defaults": ["_self_", {EXPERIMENT_GROUP: MISSING_VALUE}],
+            "defaults": ["_self_", {EXPERIMENT_GROUP: _LAUNCH["experiment"]}],
             "hydra": {
+                "callbacks": _LAUNCH["callbacks"],
                 "searchpath": [f"{SCHEME}://{root}" for root in tree.roots],
                 "job": {"chdir": False},
                 "run": {"dir": "outputs/${now:%Y-%m-%d}/${now:%H-%M-%S}"},
@@ -235,7 +256,8 @@ def compose(
         return_hydra_config: also return Hydra's composed DictConfig (with its ``hydra`` node).
 
     Returns:
-        The composed :class:`Config` (and Hydra's DictConfig if asked).
+        The composed :class:`Config` (and Hydra's DictConfig if asked). Interpolations in it are
+        live: ``instantiate`` resolves them, ``resolve(cfg)`` gives a resolved copy.
     """
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
     from hydra._internal.utils import create_config_search_path
@@ -256,9 +278,10 @@ def compose(
             f"'{sweeps[0]}' is a sweep (several values); run it with -m (multirun) to launch one "
             "job per value."
         )
-    hydra_overrides = [f"{EXPERIMENT_GROUP}={name}", *split.groups, *split.hydra]
+    groups = _group_overrides_for(tree, name, split.groups)
+    hydra_overrides = [f"{EXPERIMENT_GROUP}={name}", *groups, *split.hydra]
     if allow_sweeps:
-        hydra_overrides = [_first_choice(o) for o in hydra_overrides]
+        hydra_overrides = [_first_choice(o, tree) for o in hydra_overrides]
     loader = ConfigLoaderImpl(config_search_path=create_config_search_path(None))
     try:
         composed = loader.load_configuration(
@@ -269,7 +292,7 @@ def compose(
             validate_sweep_overrides=False,
         )
     except Exception as e:
-        raise ConfigError(_hydra_error_message(e)) from None
+        raise ConfigError(_composition_message(_hydra_error_message(e), name)) from None
     body = OmegaConf.to_container(composed, resolve=False)
     body.pop("hydra", None)
     cfg = from_container(body)
@@ -278,33 +301,75 @@ def compose(
         for value in values[1:]:
             apply_value_override(copy.deepcopy(cfg), override, value)
         apply_value_override(cfg, override, values[0])
-    cfg = _resolve_interpolations(cfg)
+    # Interpolations stay live (resolved when the config is built); validate checks them.
     if check:
-        validate(cfg, missing_hint=_missing_hint(tree))
+        try:
+            validate(cfg, missing_hint=_missing_hint(tree))
+        except ConfigError as e:
+            removed = [g.lstrip("~") for g in groups if g.startswith("~")]
+            raise ConfigError(_removed_group_message(cfg, removed) or str(e)) from None
     if return_hydra_config:
         return cfg, composed
     return cfg
 
 
-def _first_choice(text: str) -> str:
+def _first_choice(text: str, tree: ConfigTree) -> str:
     """``model/backbone=a,b`` -> ``model/backbone=a`` (sweeps are vetted one value at a time)."""
     (override,) = parse_overrides([text])
     if not override.is_sweep_override():
         return text
     key = text.split("=", 1)[0]
-    return f"{key}={override_choices(override)[0]}"
+    options = tree.groups().get(override.key_or_group)
+    return f"{key}={override_choices(override, options)[0]}"
 
 
-def _resolve_interpolations(cfg: Config) -> Config:
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
+def _group_overrides_for(tree: ConfigTree, name: str, groups: list[str]) -> list[str]:
+    """``++group=option`` means add-or-choose: Hydra has no ``++`` for groups, so pick ``+`` or
+    the plain form by whether the experiment's defaults already select the group."""
+    if not any(g.startswith("++") for g in groups):
+        return groups
+    _, defaults = load_experiment(tree, name)
+    selected = {next(iter(d)).strip("/") for d in defaults if isinstance(d, dict) and len(d) == 1}
+    out = []
+    for text in groups:
+        if text.startswith("++"):
+            group = text[2:].split("=", 1)[0]
+            text = text[2:] if group in selected else text[1:]
+        out.append(text)
+    return out
 
-    container = to_container(cfg)
-    try:
-        resolved = OmegaConf.to_container(OmegaConf.create(container), resolve=True)
-    except OmegaConfBaseException as e:
-        key = getattr(e, "full_key", None)
-        raise ConfigError(
-            f"Cannot resolve an interpolation{f' at {key}' if key else ''}: {e.msg if hasattr(e, 'msg') else e}"
-        ) from None
-    return from_container(resolved)
+
+def _composition_message(message: str, name: str) -> str:
+    """Hydra's "No match in the defaults list" in lazydet's words."""
+    import re
+
+    match = re.search(r"Could not override '([^']+)'\. No match in the defaults list", message)
+    if not match:
+        return message
+    group = match.group(1)
+    return (
+        f"conf={name} does not choose an option of the group '{group}' in its defaults (a saved "
+        f"config.py holds every value inline), so '{group}=...' has nothing to replace. "
+        f"Override values instead ({group.replace('/', '.')}.KEY=VALUE), or run the experiment "
+        "the file was saved from (its .hydra/overrides.yaml) with this choice."
+    )
+
+
+def _removed_group_message(cfg: Config, removed: list[str]) -> str:
+    """One line for ``dataset=null`` when other keys still interpolate the removed slot."""
+    from .diff import flatten
+
+    for group in removed:
+        slot = group.replace("/", ".")
+        users = sorted(
+            key
+            for key, value in flatten(cfg).items()
+            if (isinstance(value, str) and f"${{{slot}." in value) or value == f"${{{slot}}}"
+        )
+        if users:
+            shown = ", ".join(users[:3]) + (f" and {len(users) - 3} more" if len(users) > 3 else "")
+            return (
+                f"{group}=null removes '{slot}', but {shown} refer to it (${{{slot}...}}). "
+                f"Choose an option of {group} instead, or override those keys too."
+            )
+    return ""

@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from .errors import ConfigError, InstantiationError
-from .lazy import ARGS, PARTIAL, REF, TARGET
+from .interpolation import Interpolations
+from .lazy import ARGS, PARTIAL, REF, TARGET, path_of, root_of
 from .paths import locate
 from .signature import MISSING_VALUE, signature_of
 
@@ -40,6 +41,16 @@ class _Builder:
     def __init__(self, root: Any, refs: Mapping[str, Any]) -> None:
         self.root = root
         self.memo: dict[str, Any] = dict(refs)
+        # Interpolations resolve against the whole config that ``root`` is part of.
+        self.prefix = path_of(root)
+        self.interpolations = Interpolations(root_of(root))
+
+    def interpolated(self, text: str, path: str) -> Any:
+        key = _join(self.prefix, path)
+        try:
+            return self.interpolations.value_at(key, text)
+        except ConfigError as e:
+            raise InstantiationError(str(e), path=path) from None
 
     def node_at(self, path: str) -> Any:
         node = self.root
@@ -76,7 +87,16 @@ class _Builder:
     def build(self, node: Any, path: str) -> Any:
         if isinstance(node, dict):
             if REF in node:
-                return self.resolve_ref(node[REF], path)
+                # Mark the ref's own key: a ref that leads back to it is a cycle, not a recursion.
+                if self.memo.get(path) is _BUILDING:
+                    raise InstantiationError(
+                        f"{path or '<root>'}: ref('{node[REF]}') is part of a reference cycle.",
+                        path=path,
+                    )
+                self.memo[path] = _BUILDING
+                out = self.resolve_ref(node[REF], path)
+                self.memo[path] = out
+                return out
             if path in self.memo:
                 return self.resolve_ref(path, path)
             self.memo[path] = _BUILDING
@@ -91,10 +111,14 @@ class _Builder:
             return [self.build(v, _join(path, str(i))) for i, v in enumerate(node)]
         if isinstance(node, tuple):
             return tuple(self.build(v, _join(path, str(i))) for i, v in enumerate(node))
-        if isinstance(node, str) and node == MISSING_VALUE:
-            raise InstantiationError(
-                f"'{path}' is MISSING ('???'): give it a value before instantiating.", path=path
-            )
+        if isinstance(node, str):
+            if node == MISSING_VALUE:
+                raise InstantiationError(
+                    f"'{path}' is MISSING ('???'): give it a value before instantiating.",
+                    path=path,
+                )
+            if "${" in node:  # an interpolation: resolved now, against the whole config
+                return self.build(self.interpolated(node, path), path)
         return node
 
     def call(self, node: dict, target_name: Any, path: str) -> Any:
@@ -138,7 +162,9 @@ def instantiate(cfg: Any, *, refs: Mapping[str, Any] | None = None, root: Any = 
         root: the whole config, when ``cfg`` is a part of it and refers to other parts.
 
     Returns plain Python containers (dicts, lists, tuples) with the built objects inside. Every
-    ``ref`` to the same key gives the same object. Errors name the config key of the failing node.
+    ``ref`` to the same key gives the same object. ``${...}`` interpolations are resolved now,
+    against the whole config that ``cfg`` is part of (``instantiate(cfg.model)`` sees
+    ``cfg.dataset``). Errors name the config key of the failing node.
     """
     cfg = _plain(cfg)
     if root is None:

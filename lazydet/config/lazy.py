@@ -31,7 +31,7 @@ from .errors import ConfigError, did_you_mean
 from .paths import import_path, is_importable_object, locate
 from .signature import MISSING_VALUE, check_arguments, check_key, check_value, signature_of
 
-__all__ = ["MISSING", "Config", "L", "LazyCall", "is_node", "ref", "to_node"]
+__all__ = ["MISSING", "Config", "L", "LazyCall", "is_node", "path_of", "ref", "root_of", "to_node"]
 
 TARGET = "_target_"
 ARGS = "_args_"
@@ -71,12 +71,17 @@ class Config(dict):
     Setting a key on a call node checks it against the target's signature::
 
         cfg.optimizer.lrr = 0.1   # ConfigError: SGD has no argument 'lrr'. Did you mean 'lr'?
+
+    Each node remembers the node that holds it (its parent), so that a part of a config
+    (``cfg.model``) still knows the whole: ``${dataset.num_classes}`` inside it is resolved
+    against the whole config when the part is built, and messages name the full key.
     """
 
-    __slots__ = ()
+    __slots__ = ("__parent",)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__()
+        object.__setattr__(self, "_Config__parent", None)
         if args or kwargs:
             self.update(*args, **kwargs)
 
@@ -103,17 +108,39 @@ class Config(dict):
             raise ConfigError(f"Config keys must be strings; got {key!r}.")
         where = self._where()
         value = to_node(value, where=f"{where}.{key}" if where else key)
+        if _reaches(value, self):
+            raise ConfigError(
+                f"{path_of(self) or 'config'}.{key}: the value contains this very node, which "
+                "would make the config contain itself. Assign a copy (copy.deepcopy) instead."
+            )
         if key not in RESERVED and TARGET in self:
             target_name = dict.__getitem__(self, TARGET)
             sig = _target_signature(target_name)
             if sig is not None:
                 check_key(sig, key, where=where)
                 check_value(sig, key, value, where=where)
-        dict.__setitem__(self, key, value)
+        store(self, key, value)
 
     def update(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
-        for key, value in dict(*args, **kwargs).items():
-            self[key] = value
+        # Check every key first, so that a bad one leaves the node as it was.
+        items = dict(*args, **kwargs)
+        trial = self.__copy__()
+        for key, value in items.items():
+            trial[key] = value
+        for key in items:
+            store(self, key, dict.__getitem__(trial, key))
+
+    def __ior__(self, other: Any) -> Config:  # ``cfg.optimizer |= {...}`` is checked too
+        self.update(other)
+        return self
+
+    def __or__(self, other: Any) -> Config:
+        new = self.__copy__()
+        new.update(other)
+        return new
+
+    def copy(self) -> Config:  # type: ignore[override]
+        return self.__copy__()
 
     def setdefault(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
         if key not in self:
@@ -126,19 +153,22 @@ class Config(dict):
 
     def _missing_key_message(self, key: str) -> str:
         target = dict.get(self, TARGET)
+        path = path_of(self)
         if isinstance(target, str):
+            full = f"{path}.{key}" if path else f"KEY.{key}"  # a node on its own has no key yet
             sig = _target_signature(target)
             if sig is not None and key in sig.parameters:
                 return (
                     f"'{key}' is an argument of {target} that this config does not set; "
-                    f"assign it (node.{key} = ...) or, on the command line, write +KEY.{key}=VALUE."
+                    f"assign it (node.{key} = ...) or, on the command line, write +{full}=VALUE."
                 )
-        return f"Config has no key '{key}'.{did_you_mean(key, self.keys())}"
+        full = f"{path}.{key}" if path else key
+        return f"Config has no key '{full}'.{did_you_mean(key, self.keys())}"
 
     # Fast copies that skip validation: the content was validated when written.
     def __copy__(self) -> Config:
         new = Config()
-        dict.update(new, self)
+        dict.update(new, self)  # a shallow copy shares the children: they keep their parent
         return new
 
     def __deepcopy__(self, memo: dict) -> Config:
@@ -147,7 +177,7 @@ class Config(dict):
         new = Config()
         memo[id(self)] = new
         for key, value in self.items():
-            dict.__setitem__(new, key, copy.deepcopy(value, memo))
+            store(new, key, copy.deepcopy(value, memo))
         return new
 
     def __reduce__(self) -> tuple:
@@ -164,8 +194,100 @@ class Config(dict):
 
 def _rebuild(content: dict) -> Config:
     new = Config()
-    dict.update(new, content)
+    for key, value in content.items():
+        store(new, key, value)
     return new
+
+
+def _adopt(parent: Config, value: Any) -> None:
+    if isinstance(value, Config):
+        object.__setattr__(value, "_Config__parent", parent)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _adopt(parent, item)
+
+
+def store(node: Config, key: str, value: Any) -> None:
+    """Set ``node[key] = value`` without checks (the value is already a config value)."""
+    dict.__setitem__(node, key, value)
+    _adopt(node, value)
+
+
+def _parent(node: Config) -> Config | None:
+    parent = object.__getattribute__(node, "_Config__parent")
+    # A node moved elsewhere (or deleted) keeps a stale pointer: trust it only while it holds us.
+    if parent is not None and any(_holds(v, node) for v in dict.values(parent)):
+        return parent
+    return None
+
+
+def _holds(value: Any, node: Any) -> bool:
+    if value is node:
+        return True
+    if isinstance(value, (list, tuple)):
+        return any(_holds(v, node) for v in value)
+    return False
+
+
+def root_of(node: Any) -> Any:
+    """The whole config that ``node`` is a part of (``node`` itself when it is not a part)."""
+    seen = {id(node)}
+    while isinstance(node, Config):
+        parent = _parent(node)
+        if parent is None or id(parent) in seen:
+            break
+        seen.add(id(parent))
+        node = parent
+    return node
+
+
+def path_of(node: Any) -> str:
+    """The dotted key of ``node`` in :func:`root_of` ``(node)`` (``""`` for a whole config)."""
+    parts: list[str] = []
+    seen = {id(node)}
+    while isinstance(node, Config):
+        parent = _parent(node)
+        if parent is None or id(parent) in seen:
+            break
+        seen.add(id(parent))
+        parts.append(_key_in(parent, node))
+        node = parent
+    return ".".join(reversed(parts))
+
+
+def _key_in(parent: Config, node: Any) -> str:
+    for key, value in dict.items(parent):
+        if value is node:
+            return key
+        if isinstance(value, (list, tuple)):
+            index = _index_in(value, node)
+            if index:
+                return f"{key}.{index}"
+    return "?"
+
+
+def _index_in(seq: list | tuple, node: Any) -> str:
+    for i, value in enumerate(seq):
+        if value is node:
+            return str(i)
+        if isinstance(value, (list, tuple)):
+            inner = _index_in(value, node)
+            if inner:
+                return f"{i}.{inner}"
+    return ""
+
+
+def _reaches(value: Any, node: Any) -> bool:
+    """Whether ``node`` is ``value`` or inside it (storing it would make a cycle)."""
+    stack, seen = [value], set()
+    while stack:
+        item = stack.pop()
+        if item is node:
+            return True
+        if isinstance(item, (dict, list, tuple)) and id(item) not in seen:
+            seen.add(id(item))
+            stack.extend(item.values() if isinstance(item, dict) else item)
+    return False
 
 
 def _target_signature(target_name: str):
@@ -184,44 +306,57 @@ def is_node(value: Any) -> bool:
 def ref(path: str) -> Config:
     """The object built at config key ``path`` (e.g. ``"model"``), shared rather than rebuilt.
 
-    ``optimizer = L(SGD)(params=L(trainable_parameters)(module=ref("model")))`` gives the
-    optimizer the parameters of the very model that training uses.
+    ``optimizer = L(SGD)(params=L(param_groups)(module=ref("model")))`` (``param_groups`` from
+    ``lazydet.engine.optim``) gives the optimizer the parameters of the very model that training
+    uses.
     """
     if not isinstance(path, str) or not path or path.startswith("."):
         raise ConfigError(f"ref() takes an absolute config key such as 'model'; got {path!r}.")
     node = Config()
-    dict.__setitem__(node, REF, path)
+    store(node, REF, path)
     return node
 
 
-def to_node(value: Any, *, where: str = "") -> Any:
-    """Convert a Python value into what a config stores (see the module docstring)."""
+def to_node(value: Any, *, where: str = "", _open: frozenset[int] = frozenset()) -> Any:
+    """Convert a Python value into what a config stores (see the module docstring).
+
+    A dict or list that contains itself is refused (a config is a tree, and a cycle would make
+    every walk over it endless); ``_open`` holds the containers being converted.
+    """
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if value is MISSING:
         return MISSING_VALUE
     if isinstance(value, Config):
         return value
+    if isinstance(value, (dict, list, tuple)):
+        if id(value) in _open:
+            raise ConfigError(
+                f"{where or 'config'}: this {type(value).__name__} contains itself; a config must "
+                "be a tree. Use ref('key') to share one object between two places."
+            )
+        _open = _open | {id(value)}
     if isinstance(value, dict):
         node = Config()
         for key, item in value.items():
             if not isinstance(key, str):
                 raise ConfigError(f"{where or 'config'}: keys must be strings; got {key!r}.")
-            dict.__setitem__(node, key, to_node(item, where=f"{where}.{key}" if where else key))
+            sub = f"{where}.{key}" if where else key
+            store(node, key, to_node(item, where=sub, _open=_open))
         # A hand-written {"_target_": ...} mapping is checked with the whole config (validate),
         # which reports every problem at once; L(...) nodes are checked as they are written.
         return node
     if isinstance(value, (list, tuple)):
-        items = [to_node(v, where=f"{where}[{i}]") for i, v in enumerate(value)]
+        items = [to_node(v, where=f"{where}.{i}", _open=_open) for i, v in enumerate(value)]
         return type(value)(items) if isinstance(value, tuple) else items
     if isinstance(value, functools.partial):
         node = Config()
-        dict.__setitem__(node, TARGET, import_path(value.func))
-        dict.__setitem__(node, PARTIAL, True)
+        store(node, TARGET, import_path(value.func))
+        store(node, PARTIAL, True)
         if value.args:
-            dict.__setitem__(node, ARGS, [to_node(a, where=where) for a in value.args])
+            store(node, ARGS, [to_node(a, where=where) for a in value.args])
         for key, item in value.keywords.items():
-            dict.__setitem__(node, key, to_node(item, where=f"{where}.{key}"))
+            store(node, key, to_node(item, where=f"{where}.{key}"))
         return node
     if is_importable_object(value):
         try:
@@ -229,8 +364,8 @@ def to_node(value: Any, *, where: str = "") -> Any:
         except ConfigError as e:
             raise ConfigError(f"{where or 'config'}: {e}") from None
         node = Config()
-        dict.__setitem__(node, TARGET, LOCATE)
-        dict.__setitem__(node, ARGS, [path])
+        store(node, TARGET, LOCATE)
+        store(node, ARGS, [path])
         return node
     raise ConfigError(
         f"{where or 'config'}: a {type(value).__name__} instance cannot be stored in a config, "
@@ -269,15 +404,13 @@ class LazyCall:
         where = f"L({self._target})"
         partial = kwargs.pop(PARTIAL, False)
         node = Config()
-        dict.__setitem__(node, TARGET, self._target)
+        store(node, TARGET, self._target)
         if partial:
-            dict.__setitem__(node, PARTIAL, True)
+            store(node, PARTIAL, True)
         if args:
-            dict.__setitem__(
-                node, ARGS, [to_node(a, where=f"{where}[{i}]") for i, a in enumerate(args)]
-            )
+            store(node, ARGS, [to_node(a, where=f"{where}[{i}]") for i, a in enumerate(args)])
         for key, value in kwargs.items():
-            dict.__setitem__(node, key, to_node(value, where=f"{where}.{key}"))
+            store(node, key, to_node(value, where=f"{where}.{key}"))
         _check_node_arguments(node, self._target, where=where)
         return node
 

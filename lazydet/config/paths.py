@@ -132,9 +132,15 @@ def import_path(obj: Any) -> str:
     try:
         path = _shortest_path(module, qualname)
     except ConfigError as e:
+        # C functions often report the class they hang off (torch.zeros gives
+        # '_VariableFunctionsClass.zeros') while the module re-exports them by name.
+        name = getattr(obj, "__name__", None)
+        if name and name != qualname and _resolves_to(f"{module}.{name}", obj):
+            return _shortest_path(module, name) or f"{module}.{name}"
         raise ConfigError(
             f"{obj!r} cannot be stored in a config: '{module}.{qualname}' does not import back "
-            f"to it ({e}). Define it at module level in an importable module."
+            f"to it ({e}). Define it at module level in an importable module, or name it by "
+            "the import path you use, as a string: L('package.function')(...)."
         ) from e
     if path is None or not _resolves_to(path, obj):
         raise ConfigError(

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .lazy import ARGS, LOCATE, PARTIAL, REF, TARGET, Config
+from .lazy import ARGS, LOCATE, REF, TARGET, Config, store
+from .paths import import_path, locate
 from .signature import MISSING_VALUE
 
 __all__ = ["format_node", "from_container", "save", "to_container", "to_py", "to_yaml"]
@@ -26,7 +27,7 @@ def from_container(value: Any) -> Any:
     if isinstance(value, dict):
         node = Config()
         for k, v in value.items():
-            dict.__setitem__(node, str(k), from_container(v))
+            store(node, str(k), from_container(v))
         return node
     if isinstance(value, list):
         return [from_container(v) for v in value]
@@ -70,19 +71,55 @@ def _module_of(path: str) -> str | None:
     return None  # a builtin such as 'int'
 
 
+def _round_trips(path: str) -> bool:
+    """Whether ``path`` is what ``import_path`` gives for the object it names.
+
+    Only then may a dump write the bare name (``torch.optim.SGD``): loading turns the object back
+    into a path, and another spelling (``torch.optim.sgd.SGD``, a builtin's odd name) would not
+    come back equal. Other paths are written as strings.
+    """
+    try:
+        return import_path(locate(path)) == path
+    except Exception:
+        return False
+
+
+def _float_text(value: float) -> str:
+    if value != value:
+        return "float('nan')"
+    if value in (float("inf"), float("-inf")):
+        return "float('inf')" if value > 0 else "-float('inf')"
+    return repr(value)
+
+
 class _Renderer:
-    def __init__(self, *, indent: str = "    ") -> None:
+    """Python source for config values.
+
+    ``aliases`` renames the helpers a dump imports (``L``, ``ref``, ``MISSING``) and the root
+    modules of targets when a top-level key of the config has the same name and would shadow them.
+    """
+
+    def __init__(self, *, indent: str = "    ", aliases: dict[str, str] | None = None) -> None:
         self.indent = indent
+        self.aliases = aliases or {}
         self.modules: set[str] = set()
-        self.uses_partial = False
-        self.uses_ref = False
-        self.uses_missing = False
+        self.helpers: set[str] = set()
+
+    def helper(self, name: str) -> str:
+        self.helpers.add(name)
+        return self.aliases.get(name, name)
 
     def name(self, path: str) -> str:
         module = _module_of(path)
         if module:
             self.modules.add(module)
-        return path
+        root, _, rest = path.partition(".")
+        return f"{self.aliases[root]}.{rest}" if root in self.aliases and rest else path
+
+    def target(self, path: Any) -> str:
+        if isinstance(path, str) and _round_trips(path):
+            return self.name(path)
+        return repr(path)
 
     def render(self, value: Any, level: int = 0) -> str:
         if isinstance(value, dict):
@@ -91,10 +128,25 @@ class _Renderer:
             return self.render_seq(value, level, "[", "]")
         if isinstance(value, tuple):
             return self.render_seq(value, level, "(", ",)" if len(value) == 1 else ")")
-        if value == MISSING_VALUE:
-            self.uses_missing = True
-            return "MISSING"
+        if isinstance(value, str) and value == MISSING_VALUE:
+            return self.helper("MISSING")
+        if isinstance(value, float):
+            return _float_text(value)
         return repr(value)
+
+    def render_top(self, value: Any) -> str:
+        """A top-level value, written so that ``load`` keeps it.
+
+        ``load`` takes a file's config values and skips the names it imports, so a class,
+        dtype or function on its own (``dtype = torch.float16``) must be written as a node.
+        """
+        if isinstance(value, dict) and value.get(TARGET) == LOCATE:
+            args = [self.render(a, 1) for a in value.get(ARGS, ())]
+            kwargs = [
+                f"{k}={self.render(v, 1)}" for k, v in value.items() if k not in (TARGET, ARGS)
+            ]
+            return self.render_call(f"{self.helper('L')}({LOCATE!r})", [*args, *kwargs], 0)
+        return self.render(value)
 
     def render_call(self, head: str, args: list[str], level: int) -> str:
         one_line = f"{head}({', '.join(args)})"
@@ -105,31 +157,31 @@ class _Renderer:
         return f"{head}(\n{body}{self.indent * level})"
 
     def render_dict(self, node: dict, level: int) -> str:
-        if REF in node:
-            self.uses_ref = True
-            return f"ref({node[REF]!r})"
+        if REF in node and len(node) == 1:
+            return f"{self.helper('ref')}({node[REF]!r})"
         target = node.get(TARGET)
-        if target == LOCATE and len(node.get(ARGS, ())) == 1 and len(node) == 2:
+        if (
+            target == LOCATE
+            and len(node) == 2
+            and len(node.get(ARGS, ())) == 1
+            and isinstance(node[ARGS][0], str)
+            and _round_trips(node[ARGS][0])
+        ):
             return self.name(node[ARGS][0])
         args = [self.render(a, level + 1) for a in node.get(ARGS, ())]
-        items = [(k, v) for k, v in node.items() if k not in (TARGET, ARGS, PARTIAL)]
-        if all(k.isidentifier() and not keyword.iskeyword(k) for k, _ in items):
-            args += [f"{k}={self.render(v, level + 1)}" for k, v in items]
-            keyword_form = True
-        else:
-            keyword_form = False
+        items = [(k, v) for k, v in node.items() if k not in (TARGET, ARGS)]
+        keyword_form = all(k.isidentifier() and not keyword.iskeyword(k) for k, _ in items)
         if isinstance(target, str):
-            if not keyword_form:
-                raise ConfigError(
-                    f"Keys {[k for k, _ in items]} of L({target}) are not identifiers."
-                )
-            if node.get(PARTIAL):
-                self.uses_partial = True
-                return self.render_call("partial", [self.name(target), *args], level)
-            return self.render_call(f"L({self.name(target)})", args, level)
-        if keyword_form:
+            if keyword_form:
+                args += [f"{k}={self.render(v, level + 1)}" for k, v in items]
+            else:
+                pairs = ", ".join(f"{k!r}: {self.render(v, level + 1)}" for k, v in items)
+                args.append(f"**{{{pairs}}}")
+            return self.render_call(f"{self.helper('L')}({self.target(target)})", args, level)
+        if keyword_form and TARGET not in node:
+            args += [f"{k}={self.render(v, level + 1)}" for k, v in items]
             return self.render_call("dict", args, level)
-        pairs = [f"{k!r}: {self.render(v, level + 1)}" for k, v in items]
+        pairs = [f"{k!r}: {self.render(v, level + 1)}" for k, v in node.items()]
         return self.render_seq_raw(pairs, level, "{", "}")
 
     def render_seq(self, seq: Any, level: int, open_: str, close: str) -> str:
@@ -149,35 +201,52 @@ def format_node(value: Any) -> str:
     return _Renderer().render(value)
 
 
+def _check_tree(value: Any, open_: frozenset[int] = frozenset(), where: str = "") -> None:
+    if isinstance(value, (dict, list, tuple)):
+        if id(value) in open_:
+            raise ConfigError(f"{where or 'config'} contains itself; a config must be a tree.")
+        open_ = open_ | {id(value)}
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for k, v in items:
+            _check_tree(v, open_, f"{where}.{k}" if where else str(k))
+
+
 def to_py(cfg: dict) -> str:
     """A runnable config file; ``lazydet.config.load`` on it gives a config equal to ``cfg``."""
     if not isinstance(cfg, dict):
         raise ConfigError("to_py() takes a whole config (a mapping of top-level names).")
-    renderer = _Renderer()
-    lines = []
-    for key, value in cfg.items():
-        if not key.isidentifier() or keyword.iskeyword(key):
+    _check_tree(cfg)
+    for key in cfg:
+        if not isinstance(key, str) or not key.isidentifier() or keyword.iskeyword(key):
             raise ConfigError(f"Top-level key {key!r} is not a Python identifier; rename it.")
-        lines.append(f"{key} = {renderer.render(value)}\n")
-    roots = {m.split(".")[0] for m in renderer.modules}
-    clash = roots.intersection(cfg)
-    if clash:
-        raise ConfigError(f"Top-level keys {sorted(clash)} shadow modules the config imports.")
+        if key.startswith("_"):
+            raise ConfigError(
+                f"Top-level key {key!r} starts with '_': a config file's names starting with '_' "
+                "are helpers that load() skips. Rename it."
+            )
+    # First pass: which helpers and modules the text needs; then rename those a key shadows.
+    probe = _Renderer()
+    for value in cfg.values():
+        probe.render_top(value)
+    needed = probe.helpers | {m.split(".")[0] for m in probe.modules}
+    aliases = {name: f"_{name}" for name in needed if name in cfg}
+    renderer = _Renderer(aliases=aliases)
+    lines = [f"{key} = {renderer.render_top(value)}\n" for key, value in cfg.items()]
     header = [
         "# A lazydet config written by lazydet.config.to_py; load it with lazydet.config.load.\n"
     ]
-    if renderer.uses_partial:
-        header.append("from functools import partial\n\n")
     # `import torch.optim` also binds `torch`: import only the modules no other one contains.
     modules = sorted(renderer.modules)
     modules = [m for m in modules if not any(o.startswith(m + ".") for o in modules)]
     header += [f"import {m}\n" for m in modules]
-    names = (
-        ["L"]
-        + (["MISSING"] if renderer.uses_missing else [])
-        + (["ref"] if renderer.uses_ref else [])
-    )
-    header.append(f"from lazydet.config import {', '.join(names)}\n\n")
+    header += [
+        f"import {root} as {alias}\n"
+        for root, alias in sorted(aliases.items())
+        if root not in ("L", "ref", "MISSING")
+    ]
+    names = sorted(renderer.helpers | {"L"}, key=["L", "MISSING", "ref"].index)
+    imports = ", ".join(f"{n} as {aliases[n]}" if n in aliases else n for n in names)
+    header.append(f"from lazydet.config import {imports}\n\n")
     return "".join(header) + "\n".join(lines)
 
 

@@ -130,10 +130,19 @@ def type_mismatch(
     if base is str:
         return None if isinstance(value, str) else f"expected str, got {type(value).__name__}"
     if isinstance(base, type) and base in (list, tuple, collections.abc.Sequence):
-        ok = isinstance(value, (list, tuple))
-        return None if ok else f"expected a list or tuple, got {type(value).__name__}"
+        if not isinstance(value, (list, tuple)):
+            return f"expected a list or tuple, got {type(value).__name__}"
+        return _elements_mismatch(value, base, typing.get_args(annotation))
     if isinstance(base, type) and base in (dict, collections.abc.Mapping):
-        return None if isinstance(value, dict) else f"expected a dict, got {type(value).__name__}"
+        if not isinstance(value, dict):
+            return f"expected a dict, got {type(value).__name__}"
+        args = typing.get_args(annotation)
+        if len(args) == 2 and not value.get("_target_"):
+            for key, item in value.items():
+                reason = type_mismatch(item, args[1])
+                if reason:
+                    return f"item {key!r}: {reason}"
+        return None
     if base is collections.abc.Callable:
         return None if not isinstance(value, _PRIMITIVES) else "expected a callable"
     if isinstance(base, type) and isinstance(value, _PRIMITIVES) and not isinstance(value, base):
@@ -142,6 +151,25 @@ def type_mismatch(
         if isinstance(value, str) and issubclass(base, (os.PathLike, pathlib.PurePath)):
             return None
         return f"expected {base.__name__}, got {type(value).__name__}"
+    return None
+
+
+def _elements_mismatch(value: list | tuple, base: Any, args: tuple) -> str | None:
+    """Check the items of a list/tuple against ``list[int]``, ``tuple[float, float]``, ..."""
+    if not args:
+        return None
+    if base is tuple and not (len(args) == 2 and args[1] is Ellipsis):
+        if args == ((),):  # tuple[()]
+            args = ()
+        if len(value) != len(args):
+            return f"expected {len(args)} items, got {len(value)}"
+        annotations = list(args)
+    else:
+        annotations = [args[0]] * len(value)
+    for i, (item, annotation) in enumerate(zip(value, annotations)):
+        reason = type_mismatch(item, annotation)
+        if reason:
+            return f"item {i} ({item!r}): {reason}"
     return None
 
 
@@ -203,6 +231,20 @@ def check_value(sig: TargetSignature, name: str, value: Any, *, where: str) -> N
             f"{where}: argument '{name}' of {sig.name} got {value!r}: {reason} "
             f"(annotation: {_describe(annotation)})."
         )
+
+
+def missing_arguments(sig: TargetSignature, n_positional: int, keys: Any) -> list[str]:
+    """Parameters without a default that neither ``n_positional`` arguments nor ``keys`` give."""
+    out = []
+    for i, (name, param) in enumerate(sig.parameters.items()):
+        if param.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+            continue
+        if param.default is not inspect.Parameter.empty or name in keys:
+            continue
+        if param.kind is not inspect.Parameter.KEYWORD_ONLY and i < n_positional:
+            continue
+        out.append(name)
+    return out
 
 
 def _short_sig(sig: TargetSignature) -> str:

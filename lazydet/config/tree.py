@@ -48,10 +48,11 @@ def config_roots() -> list[Path]:
         if not entry.strip():
             continue
         path = Path(entry).expanduser().resolve()
-        if not path.is_dir():
+        if not (path.is_dir() or (path.suffix == ".py" and path.is_file())):
             raise ConfigError(
                 f"{CONFIG_PATH_ENV} names '{entry}', which is not a directory. Point it at a folder "
-                "of config files (experiments at its top, groups in sub-folders)."
+                "of config files (experiments at its top, groups in sub-folders), or at one "
+                "experiment file (.py)."
             )
         roots.append(path)
     roots.append(builtin_config_root())
@@ -64,7 +65,12 @@ def is_public_name(name: str) -> bool:
 
 
 def option_names(folder: Path) -> list[str]:
-    """The config files of ``folder`` (without ``.py``), sorted; none if it does not exist."""
+    """The config files of ``folder`` (without ``.py``), sorted; none if it does not exist.
+
+    A root may be a single experiment file (``conf=path/to/exp.py``): its one option is its name.
+    """
+    if folder.suffix == ".py" and folder.is_file():
+        return [folder.stem]
     if not folder.is_dir():
         return []
     return sorted(p.stem for p in folder.glob("*.py") if is_public_name(p.stem))
@@ -91,6 +97,10 @@ class ConfigTree:
         if not group or not is_public_name(name):
             return None
         for root in self.roots:
+            if root.suffix == ".py":  # a single experiment file
+                if group == EXPERIMENT_GROUP and root.stem == name and root.is_file():
+                    return root
+                continue
             folder = root if group == EXPERIMENT_GROUP else root / group
             path = folder / f"{name}.py"
             if path.is_file():
@@ -111,6 +121,8 @@ class ConfigTree:
         """``{"model/backbone": ["resnet50", "vit_b", ...], ...}`` over all roots."""
         found: dict[str, set[str]] = {}
         for root in self.roots:
+            if not root.is_dir():
+                continue
             for folder in sorted(root.rglob("*")):
                 if not folder.is_dir():
                     continue

@@ -6,9 +6,10 @@ from collections.abc import Callable
 from typing import Any
 
 from .errors import ConfigError
-from .lazy import ARGS, REF, RESERVED, TARGET
+from .interpolation import Interpolations, is_interpolation
+from .lazy import ARGS, PARTIAL, REF, RESERVED, TARGET, path_of, root_of
 from .paths import locate
-from .signature import MISSING_VALUE, check_key, check_value, signature_of
+from .signature import MISSING_VALUE, check_key, check_value, missing_arguments, signature_of
 
 __all__ = ["validate"]
 
@@ -17,72 +18,140 @@ def validate(cfg: Any, *, missing_hint: Callable[[str], str] | None = None) -> N
     """Check every node of ``cfg`` and raise one ConfigError listing every problem.
 
     Checks: each ``_target_`` imports; each argument exists in the target's signature (with
-    "did you mean"); primitive values fit the annotations; no value is MISSING (``???``); each
-    ``ref`` names a key of the config. ``missing_hint(key)`` may add advice to a MISSING report
-    (the Hydra bridge names the group options that would fill it).
+    "did you mean"); primitive values fit the annotations (elements of annotated lists and
+    tuples too); each required argument is set (except in ``_partial_`` nodes, which get the rest
+    when they are called); no value is MISSING (``???``); each ``${...}`` resolves (its value is
+    then type-checked); each ``ref`` names a key of the config and no ``ref`` leads back to
+    itself. ``missing_hint(key)`` may add advice to a MISSING report (the Hydra bridge names the
+    group options that would fill it).
     """
     problems: list[str] = []
-    _walk(cfg, "", cfg, problems, missing_hint)
+    walker = _Walker(cfg, problems, missing_hint)
+    walker.walk(cfg, path_of(cfg), frozenset())
     if problems:
         raise ConfigError("Invalid config:" + "".join(f"\n  - {p}" for p in problems))
 
 
-def _exists(root: Any, path: str) -> bool:
+def _node_at(root: Any, path: str) -> Any:
     node = root
     for key in path.split("."):
         if isinstance(node, dict) and key in node:
             node = node[key]
-        elif isinstance(node, list) and key.isdigit() and int(key) < len(node):
+        elif isinstance(node, (list, tuple)) and key.isdigit() and int(key) < len(node):
             node = node[int(key)]
         else:
-            return False
-    return True
+            raise KeyError(path)
+    return node
 
 
-def _walk(node: Any, path: str, root: Any, problems: list[str], hint: Any) -> None:
-    join = lambda k: f"{path}.{k}" if path else str(k)  # noqa: E731
-    if isinstance(node, dict):
-        if REF in node:
-            if not isinstance(node[REF], str) or not _exists(root, node[REF]):
-                problems.append(f"{path}: ref({node[REF]!r}) names no key of the config.")
-            return
-        target_name = node.get(TARGET)
-        if target_name is not None:
-            _check_call(node, target_name, path or "<root>", problems)
-        for key, value in node.items():
-            if key == TARGET:
-                continue
-            _walk(value, join(key), root, problems, hint)
-    elif isinstance(node, (list, tuple)):
-        for i, value in enumerate(node):
-            _walk(value, join(i), root, problems, hint)
-    elif isinstance(node, str) and node == MISSING_VALUE:
-        extra = hint(path) if hint else ""
-        problems.append(f"{path} is MISSING ('???').{(' ' + extra) if extra else ' Set it.'}")
+class _Walker:
+    def __init__(self, cfg: Any, problems: list[str], hint: Any) -> None:
+        self.root = root_of(cfg)
+        self.problems = problems
+        self.hint = hint
+        self.interpolations = Interpolations(self.root)
 
+    def walk(self, node: Any, path: str, open_: frozenset[int]) -> None:
+        join = lambda k: f"{path}.{k}" if path else str(k)  # noqa: E731
+        if isinstance(node, (dict, list, tuple)):
+            if id(node) in open_:
+                self.problems.append(
+                    f"{path or '<root>'} contains itself; a config must be a tree."
+                )
+                return
+            open_ = open_ | {id(node)}
+        if isinstance(node, dict):
+            if REF in node:
+                self.check_ref(node[REF], path)
+                return
+            target_name = node.get(TARGET)
+            if target_name is not None:
+                self.check_call(node, target_name, path)
+            for key, value in node.items():
+                if key != TARGET:
+                    self.walk(value, join(key), open_)
+        elif isinstance(node, (list, tuple)):
+            for i, value in enumerate(node):
+                self.walk(value, join(i), open_)
+        elif isinstance(node, str) and node == MISSING_VALUE:
+            extra = self.hint(path) if self.hint else ""
+            self.problems.append(
+                f"{path} is MISSING ('???').{(' ' + extra) if extra else ' Set it.'}"
+            )
+        elif is_interpolation(node):
+            self.resolved(node, path)
 
-def _check_call(node: dict, target_name: Any, where: str, problems: list[str]) -> None:
-    if not isinstance(target_name, str):
-        problems.append(f"{where}: _target_ must be an import path string, got {target_name!r}.")
-        return
-    try:
-        target = locate(target_name)
-    except ConfigError as e:
-        problems.append(f"{where}: {e}")
-        return
-    if not callable(target):
-        problems.append(f"{where}: _target_ '{target_name}' is not callable.")
-        return
-    sig = signature_of(target, target_name)
-    if sig is None:
-        return
-    for key, value in node.items():
-        if key in RESERVED or (key.startswith("_") and key.endswith("_")):
-            continue
+    def resolved(self, text: str, path: str) -> Any:
+        """The value of an interpolation, or None after reporting why it has none."""
         try:
-            check_key(sig, key, where=where)
-            check_value(sig, key, value, where=where)
+            return self.interpolations.value_at(path, text)
         except ConfigError as e:
-            problems.append(str(e))
-    if ARGS in node and not isinstance(node[ARGS], (list, tuple)):
-        problems.append(f"{where}: _args_ must be a list.")
+            self.problems.append(str(e))
+            return None
+
+    def check_ref(self, target: Any, path: str) -> None:
+        first = target
+        seen = [path]
+        while True:
+            if not isinstance(target, str):
+                self.problems.append(f"{path}: ref({target!r}) must name a config key.")
+                return
+            try:
+                node = _node_at(self.root, target)
+            except KeyError:
+                self.problems.append(f"{path}: ref({target!r}) names no key of the config.")
+                return
+            if any(p == target or p.startswith(target + ".") for p in seen):
+                chain = " -> ".join([*seen, target])
+                self.problems.append(f"{path}: ref({first!r}) leads back to itself ({chain}).")
+                return
+            if not (isinstance(node, dict) and REF in node):
+                return
+            seen.append(target)
+            target = node[REF]
+
+    def check_call(self, node: dict, target_name: Any, path: str) -> None:
+        where = path or "<root>"
+        problems = self.problems
+        if not isinstance(target_name, str):
+            problems.append(
+                f"{where}: _target_ must be an import path string, got {target_name!r}."
+            )
+            return
+        try:
+            target = locate(target_name)
+        except ConfigError as e:
+            problems.append(f"{where}: {e}")
+            return
+        if not callable(target):
+            problems.append(f"{where}: _target_ '{target_name}' is not callable.")
+            return
+        if ARGS in node and not isinstance(node[ARGS], (list, tuple)):
+            problems.append(f"{where}: _args_ must be a list.")
+            return
+        sig = signature_of(target, target_name)
+        if sig is None:
+            return
+        join = lambda k: f"{path}.{k}" if path else k  # noqa: E731
+        for key, value in node.items():
+            if key in RESERVED or (key.startswith("_") and key.endswith("_")):
+                continue
+            if is_interpolation(value):
+                value = self.resolved(value, join(key))
+                if value is None:
+                    continue
+            try:
+                check_key(sig, key, where=where)
+                check_value(sig, key, value, where=where)
+            except ConfigError as e:
+                problems.append(str(e))
+        if not node.get(PARTIAL, False):
+            missing = missing_arguments(sig, len(node.get(ARGS, ())), node.keys())
+            if missing:
+                names = ", ".join(f"'{m}'" for m in missing)
+                problems.append(
+                    f"{where}: {target_name} requires {names}, which no one sets. Set "
+                    + " and ".join(f"{join(m)}" for m in missing)
+                    + " (on the command line: +KEY=VALUE), or make the node a factory with "
+                    "_partial_=True if its caller passes them."
+                )

@@ -60,9 +60,13 @@ def test_cfg_job_prints_the_composed_config(fixture_conf, tmp_path):
         (["conf=toi"], "No experiment 'toi' (conf=toi). Did you mean 'toy'?"),
         (
             ["conf=toy", "optimizer.lrr=0.1"],
+            "optimizer (optimizer=sgd, optimizer/sgd.py) sets no 'lrr'. Did you mean 'lr'?",
+        ),
+        (
+            ["conf=toy", "+optimizer.lrr=0.1"],
             "torch.optim.SGD has no argument 'lrr'. Did you mean 'lr'?",
         ),
-        (["conf=toy", "optimizer.dampening=0.1"], "write +optimizer.dampening=... to add it"),
+        (["conf=toy", "optimizer.dampening=0.1"], "write +optimizer.dampening=... to add"),
         (["conf=toy", "model.backbone=vitt"], "Group 'model/backbone' has no option 'vitt'"),
         (["conf=toy", "optimizer.lr=0.1,0.2"], "add -m (--multirun)"),
         (

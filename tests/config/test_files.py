@@ -137,3 +137,122 @@ def test_absolute_import_of_a_builtin_conf_file_is_fresh(tmp_path, monkeypatch):
     other = tmp_path / "other.py"
     other.write_text("from lazydet.conf.base import value\n")
     assert load(other).value.a == 1
+
+
+def _module_level(x: int = 1) -> int:
+    return x
+
+
+def test_python_dump_round_trips_everything_a_config_can_hold(tmp_path):
+    import functools
+    import math
+
+    from lazydet.config import MISSING, Config, L, ref
+
+    cfg = Config(
+        cls=torch.nn.Linear,  # top-level class, dtype, function and partial
+        dtype=torch.float16,
+        fn=math.sqrt,
+        part=functools.partial(torch.nn.Linear, bias=False),
+        factory=L(torch.nn.Linear)(in_features=2, _partial_=True),
+        todo=MISSING,
+        limits=dict(high=float("inf"), low=-float("inf"), nothing=float("nan")),
+        zeros=L("torch.zeros")(2),
+        L=dict(a=1),  # top-level keys that shadow the dump's own imports
+        ref=[1, 2],
+        torch=dict(note="shadows the module"),
+        MISSING=3,
+        net=L(torch.nn.Linear)(in_features=2, out_features=MISSING),
+        shared=ref("net"),
+        tup=(1, 2),
+        odd={"not-an-identifier": 1, "class": 2},
+    )
+    save(cfg, tmp_path / "c.py")
+    loaded = load(tmp_path / "c.py")
+    assert set(loaded) == set(cfg)
+    nan = loaded.limits.pop("nothing")
+    assert math.isnan(nan)
+    expected = Config(cfg)
+    expected.limits = dict(high=float("inf"), low=-float("inf"))
+    assert loaded == expected
+    assert diff(expected, loaded) == ""
+    built = {k: instantiate(loaded[k]) for k in ("cls", "dtype", "fn", "part", "factory", "zeros")}
+    assert built["cls"] is torch.nn.Linear and built["dtype"] is torch.float16
+    assert built["fn"] is math.sqrt and built["part"](3, 4).bias is None
+    assert built["factory"](out_features=3).out_features == 3
+    assert torch.equal(built["zeros"], torch.zeros(2))
+
+
+def test_equality_and_diff_agree_on_tuples_and_lists(tmp_path):
+    from lazydet.config import Config, L
+
+    cfg = Config(sizes=(1, 2), nodes=(L(torch.nn.ReLU)(),))
+    save(cfg, tmp_path / "c.yaml")
+    reloaded = load(tmp_path / "c.yaml")  # YAML has no tuples
+    assert reloaded != cfg
+    text = diff(cfg, reloaded)
+    assert "~ sizes: (1, 2) -> [1, 2]" in text
+    assert "- nodes: '<tuple>'" in text
+
+
+def test_untrusted_load_refuses_targets_outside_the_allow_list(tmp_path):
+    (tmp_path / "evil.yaml").write_text(
+        "model:\n  _target_: torch.nn.Linear\n  in_features: 2\n  out_features: 2\n"
+        "run:\n  _target_: os.system\n  _args_: ['echo pwned']\n"
+        "fn:\n  _target_: lazydet.config.locate\n  _args_: [subprocess.call]\n"
+        "hub:\n  _target_: torch.hub.load\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path / "evil.yaml", trusted=False)
+    message = str(info.value)
+    assert "run: 'os.system'" in message and "fn: 'subprocess.call'" in message
+    assert "hub: 'torch.hub.load'" in message and "model" not in message.split(":", 1)[1]
+    ok = tmp_path / "ok.yaml"
+    ok.write_text("model:\n  _target_: torch.nn.Linear\n  in_features: 2\n  out_features: 2\n")
+    assert instantiate(load(ok, trusted=False))["model"].out_features == 2
+    with pytest.raises(ConfigError, match="names targets outside"):
+        load(ok, allowed_targets=["lazydet."])
+    (tmp_path / "c.py").write_text("x = 1\n")
+    with pytest.raises(ConfigError, match="runs its code when it is loaded"):
+        load(tmp_path / "c.py", trusted=False)
+
+
+def test_user_config_packages_are_imported_fresh_on_every_load(tmp_path, monkeypatch):
+    # A project config directory that is also a package on sys.path (LAZYDET_CONFIG_PATH).
+    pkg = tmp_path / "projconf"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "base.py").write_text("model = dict(num_classes=3)\n")
+    (pkg / "edits.py").write_text("from projconf.base import model\nmodel.num_classes = 9\n")
+    (pkg / "reads.py").write_text("from projconf.base import model\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("LAZYDET_CONFIG_PATH", str(pkg))
+    assert load(pkg / "edits.py").model.num_classes == 9
+    assert load(pkg / "reads.py").model.num_classes == 3  # the edit did not leak
+
+
+def test_apply_overrides_has_the_command_lines_semantics(fixture_conf):
+    from lazydet.config import apply_overrides
+
+    cfg = load(fixture_conf / "toy.py")
+    del cfg["defaults"]  # Hydra's, not the config's
+    cfg.model.backbone = compose("toy").model.backbone
+    cfg.optimizer = compose("toy").optimizer
+    out = apply_overrides(cfg, ["model.backbone=mlp", "optimizer.lr=0.01", "++train.seed=4"])
+    assert out is cfg
+    expected = compose("toy", ["model.backbone=mlp", "optimizer.lr=0.01", "++train.seed=4"])
+    assert to_container(cfg) == to_container(expected)
+    # A bad override leaves the config as it was, and says why.
+    with pytest.raises(ConfigError, match="Did you mean 'lr'"):
+        apply_overrides(cfg, ["optimizer.lr=0.5", "optimizer.lrr=0.1"])
+    assert cfg.optimizer.lr == 0.01
+    apply_overrides(cfg, ["+train.extra.deep=1", "~train.max_iter"])
+    assert cfg.train.extra.deep == 1 and "max_iter" not in cfg.train
+    with pytest.raises(ConfigError, match="is a sweep"):
+        apply_overrides(cfg, ["optimizer.lr=0.1,0.2"])
+    apply_overrides(cfg, ["model.backbone.hidden_sizes.0=8"])
+    assert cfg.model.backbone.hidden_sizes == (8, 32)  # still a tuple
+    with pytest.raises(ConfigError, match=r"has 2 items; '3' is not an index"):
+        apply_overrides(cfg, ["model.backbone.hidden_sizes.3=8"])
+    with pytest.raises(ConfigError, match=r"item 0 \('x'\): expected int"):
+        apply_overrides(cfg, ["model.backbone.hidden_sizes.0=x"])

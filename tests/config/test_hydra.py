@@ -123,7 +123,9 @@ def test_interpolations_resolve_after_overrides(fixture_conf, tmp_path, monkeypa
     """)
     )
     monkeypatch.setenv("LAZYDET_CONFIG_PATH", f"{user}:{fixture_conf}")
-    assert compose("interp", ["width=6"]).net.channels == 6
+    cfg = compose("interp", ["width=6"])
+    assert cfg.net.channels == "${width}"  # live: resolved when built
+    assert instantiate(cfg.net).out_channels == 6
 
 
 def test_user_config_directory_layers_over_builtin_ones(fixture_conf, tmp_path, monkeypatch):

@@ -212,3 +212,107 @@ def test_instantiate_agrees_with_hydra_instantiate_on_a_large_tree():
     expected = hydra_instantiate(OmegaConf.create(to_container(cfg)), _convert_="all")
     assert instantiate(cfg) == expected
     assert instantiate(OmegaConf.create(to_container(cfg))) == expected
+
+
+def test_in_place_or_is_checked_like_any_write():
+    from lazydet.config import Config
+
+    cfg = Config(optimizer=L(torch.optim.SGD)(params=[], lr=0.1))
+    with pytest.raises(ConfigError, match="Did you mean 'lr'"):
+        cfg.optimizer |= {"lrr": 1, "momentum": 0.9}
+    assert "momentum" not in cfg.optimizer  # nothing of a refused update is kept
+    cfg.optimizer |= {"momentum": 0.9}
+    assert cfg.optimizer.momentum == 0.9
+    merged = cfg.optimizer | {"lr": 0.2}
+    assert merged.lr == 0.2 and cfg.optimizer.lr == 0.1
+    with pytest.raises(ConfigError, match="got 'x'"):
+        _ = cfg.optimizer | {"lr": "x"}
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "reason"),
+    [
+        ("betas", (0.9,), "expected 2 items, got 1"),
+        ("betas", (0.9, "x"), r"item 1 \('x'\): expected float"),
+    ],
+)
+def test_element_types_of_annotated_containers_are_checked(key, value, reason):
+    node = L(torch.optim.Adam)(params=[], lr=0.1)
+    with pytest.raises(ConfigError, match=reason):
+        node[key] = value
+    node.betas = (0.8, 0.99)
+
+
+def test_list_and_sequence_elements_are_checked():
+    from collections.abc import Sequence
+
+    from lazydet.config.signature import type_mismatch
+
+    assert "item 1 ('a'): expected int" in type_mismatch([1, "a"], list[int])
+    assert "item 0 ('1'): expected int" in type_mismatch(["1"], Sequence[int])
+    assert type_mismatch([1, 2], tuple[int, ...]) is None
+    assert type_mismatch([1, "${x}", {"_target_": "builtins.int"}], list[int]) is None
+
+
+def test_the_set_it_hint_names_the_real_key_path():
+    from lazydet.config import Config
+
+    cfg = Config(train=dict(opt=L(torch.optim.SGD)(params=[], lr=0.1)))
+    with pytest.raises(AttributeError, match=r"write \+train\.opt\.nesterov=VALUE"):
+        _ = cfg.train.opt.nesterov
+
+
+def test_self_containing_containers_are_refused_with_the_key():
+    from lazydet.config import Config
+
+    loop: dict = {"a": 1}
+    loop["self"] = loop
+    with pytest.raises(ConfigError, match=r"x.self: this dict contains itself"):
+        L(dict)(x=loop)
+    items: list = [1]
+    items.append(items)
+    with pytest.raises(ConfigError, match=r"contains itself"):
+        Config(items=items)
+    cfg = Config(a=dict(b=1))
+    with pytest.raises(ConfigError, match=r"a.back: the value contains this very node"):
+        cfg.a.back = cfg.a
+    with pytest.raises(ConfigError, match=r"contains this very node"):
+        cfg.a.back = cfg
+
+
+def test_ref_cycles_are_one_message_not_a_recursion_error():
+    from lazydet.config import Config, validate
+
+    cfg = Config(a=ref("b"), b=ref("a"), c=L(dict)(x=ref("c")))
+    with pytest.raises(ConfigError) as info:
+        validate(cfg)
+    assert "a: ref('b') leads back to itself (a -> b -> a)" in str(info.value)
+    assert "c.x: ref('c') leads back to itself" in str(info.value)
+    with pytest.raises(Exception, match="reference cycle"):
+        instantiate(cfg)
+
+
+def test_validate_reports_required_arguments_no_one_sets():
+    from lazydet.config import Config, validate
+
+    cfg = Config(layer=L(torch.nn.Linear)(in_features=4))
+    with pytest.raises(ConfigError, match=r"layer: torch.nn.Linear requires 'out_features'"):
+        validate(cfg)
+    cfg.layer._partial_ = True  # a factory gets the rest from its caller
+    validate(cfg)
+    validate(Config(layer=L(torch.nn.Linear)(4, 2)))  # positional arguments count
+
+
+def test_builtin_functions_round_trip_by_import_path(tmp_path):
+    from lazydet.config import load, save
+
+    node = L(torch.zeros)(3)
+    assert node._target_ == "torch.zeros"
+    assert torch.equal(instantiate(node), torch.zeros(3))
+    # A string path that is not the shortest one is kept as written.
+    other = L("torch.optim.sgd.SGD")(params=[], lr=0.1)
+    from lazydet.config import Config
+
+    save(Config(a=node, b=other), tmp_path / "c.py")
+    loaded = load(tmp_path / "c.py")
+    assert loaded == Config(a=node, b=other)
