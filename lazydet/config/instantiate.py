@@ -13,7 +13,7 @@ from typing import Any
 
 from .errors import ConfigError, InstantiationError
 from .interpolation import Interpolations
-from .lazy import ARGS, PARTIAL, REF, TARGET, path_of, root_of
+from .lazy import ARGS, PARTIAL, REF, TARGET, Config, path_of, root_of
 from .paths import locate
 from .signature import MISSING_VALUE, signature_of
 
@@ -41,16 +41,32 @@ class _Builder:
     def __init__(self, root: Any, refs: Mapping[str, Any]) -> None:
         self.root = root
         self.memo: dict[str, Any] = dict(refs)
-        # Interpolations resolve against the whole config that ``root`` is part of.
-        self.prefix = path_of(root)
+        # Interpolations resolve against the whole config that ``root`` is part of: the builder
+        # path ``path`` is the config key ``key_prefix + path[len(path_prefix):]``.
         self.interpolations = Interpolations(root_of(root))
+        self.path_prefix, self.key_prefix = "", path_of(root)
+        self._owners: dict[int, Interpolations] = {id(self.interpolations.root): self.interpolations}
 
     def interpolated(self, text: str, path: str) -> Any:
-        key = _join(self.prefix, path)
+        key = _join(self.key_prefix, path[len(self.path_prefix) :].lstrip("."))
         try:
             return self.interpolations.value_at(key, text)
         except ConfigError as e:
             raise InstantiationError(str(e), path=path) from None
+
+    def build(self, node: Any, path: str) -> Any:
+        owner = root_of(node) if isinstance(node, Config) else node
+        if owner is node or owner is self.interpolations.root:
+            return self._build(node, path)
+        # A node of another config placed in this one (``instantiate({"model": cfg.model})``):
+        # its ``${...}`` resolve against the config it belongs to, as they would in place.
+        saved = self.interpolations, self.path_prefix, self.key_prefix
+        self.interpolations = self._owners.setdefault(id(owner), Interpolations(owner))
+        self.path_prefix, self.key_prefix = path, path_of(node)
+        try:
+            return self._build(node, path)
+        finally:
+            self.interpolations, self.path_prefix, self.key_prefix = saved
 
     def node_at(self, path: str) -> Any:
         node = self.root
@@ -84,7 +100,7 @@ class _Builder:
             ) from None
         return self.build(node, target)
 
-    def build(self, node: Any, path: str) -> Any:
+    def _build(self, node: Any, path: str) -> Any:
         if isinstance(node, dict):
             if REF in node:
                 # Mark the ref's own key: a ref that leads back to it is a cycle, not a recursion.

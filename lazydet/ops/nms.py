@@ -164,6 +164,12 @@ def _check_inputs(
             raise ValueError(f"batched_nms: idxs are on {idxs.device} but boxes on {boxes.device}.")
     if isinstance(iou_threshold, bool) or not isinstance(iou_threshold, numbers.Real):
         raise TypeError(f"nms: iou_threshold must be a real number, got {iou_threshold!r}.")
+    if math.isnan(iou_threshold):
+        # Every comparison with NaN is False: nothing would ever be suppressed.
+        raise ValueError(
+            "nms: iou_threshold is NaN, which would suppress no box; use a value in [0, 1] "
+            "(e.g. 0.5), or 1.0 to keep every box."
+        )
     if max_keep is None:
         if max_keep_required:
             raise ValueError("nms_padded: max_keep (the output length) is required.")

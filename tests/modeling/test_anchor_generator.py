@@ -97,3 +97,50 @@ def test_bad_arguments_raise():
         generator([torch.zeros(1, 1, 2, 2)] * 3, [4, 8, 16])
     with pytest.raises(ValueError, match="one stride per feature map"):
         generator([torch.zeros(1, 1, 2, 2)] * 2, [4])
+
+
+@pytest.mark.parametrize("padded_size", [(800, 1088), (96, 160), (128, 128)])
+def test_padded_size_spacing_equals_torchvision_at_any_size(padded_size):
+    # 800x1088: an 800x1066 image (torchvision's default resize) padded to multiples of 32.
+    # P6 has ceil(800 / 64) = 13 rows, spaced 800 // 13 = 61 pixels by torchvision, not 64.
+    height, width = padded_size
+    shapes = [(height // 4, width // 4)]
+    for _ in range(4):
+        shapes.append((math.ceil(shapes[-1][0] / 2), math.ceil(shapes[-1][1] / 2)))
+    features = [torch.zeros(1, 1, h, w) for h, w in shapes]
+    generator = DefaultAnchorGenerator(
+        sizes=FPN_SIZES,
+        aspect_ratios=(0.5, 1.0, 2.0),
+        round_base_anchors=True,
+        spacing="padded_size",
+    )
+    ours = generator(features, FPN_STRIDES, padded_size=padded_size)
+    tv_generator = AnchorGenerator(sizes=FPN_SIZES, aspect_ratios=((0.5, 1.0, 2.0),) * 5)
+    images = TorchvisionImageList(torch.zeros(1, 3, height, width), [padded_size])
+    theirs = tv_generator(images, features)[0].split([len(a) for a in ours])
+    for level_ours, level_theirs in zip(ours, theirs):
+        torch.testing.assert_close(level_ours.tensor, level_theirs, rtol=0, atol=0)
+    strided = DefaultAnchorGenerator(
+        sizes=FPN_SIZES, aspect_ratios=(0.5, 1.0, 2.0), round_base_anchors=True
+    )(features, FPN_STRIDES)
+    same = all(torch.equal(a.tensor, b.tensor) for a, b in zip(ours, strided))
+    # The spacings agree exactly when every level's stride divides the padded size.
+    assert same == all(height % s == 0 and width % s == 0 for s in FPN_STRIDES)
+
+
+def test_padded_size_spacing_by_hand_and_its_errors():
+    generator = DefaultAnchorGenerator(sizes=[[8]], aspect_ratios=[1.0], spacing="padded_size")
+    # A 2x3 map of a 13x20 batch: spacing 13 // 2 = 6 down, 20 // 3 = 6 across.
+    (anchors,) = generator([torch.zeros(1, 1, 2, 3)], [8], padded_size=(13, 20))
+    torch.testing.assert_close(
+        anchors.centers(), torch.tensor([[0.0, 0.0], [6, 0], [12, 0], [0, 6], [6, 6], [12, 6]])
+    )
+    # The stride argument is ignored under this spacing.
+    (same,) = generator([torch.zeros(1, 1, 2, 3)], [64], padded_size=(13, 20))
+    assert torch.equal(same.tensor, anchors.tensor)
+    with pytest.raises(ValueError, match="needs padded_size=.*images.tensor.shape"):
+        generator([torch.zeros(1, 1, 2, 3)], [8])
+    with pytest.raises(ValueError, match="smaller than a 2x3 feature map"):
+        generator([torch.zeros(1, 1, 2, 3)], [8], padded_size=(1, 20))
+    with pytest.raises(ValueError, match="spacing must be 'stride' or 'padded_size'"):
+        DefaultAnchorGenerator(sizes=[[8]], spacing="torchvision")

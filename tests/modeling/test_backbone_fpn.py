@@ -12,13 +12,13 @@ from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops import feature_pyramid_network as tv_fpn
 
+from lazydet.layers import ShapeSpec
 from lazydet.modeling.backbone import (
     FPN,
     Backbone,
     LastLevelMaxPool,
     LastLevelP6P7,
     ResNet,
-    ShapeSpec,
     convert_torchvision_fpn_state_dict,
 )
 
@@ -176,7 +176,7 @@ def test_size_divisibility_is_the_coarsest_bottom_up_stride() -> None:
         ({"in_features": ("res2", "res9")}, ValueError, "res9"),
         ({"in_features": ("res2", "res4")}, ValueError, "twice"),
         ({"fuse_type": "max"}, ValueError, "fuse_type"),
-        ({"norm": "BN"}, ValueError, "norm"),
+        ({"norm": "BatchNorm"}, ValueError, "FPN norm=.BatchNorm. is not a known norm"),
         (
             {"top_block": LastLevelP6P7(in_channels=256, out_channels=256, in_feature="res5")},
             ValueError,

@@ -8,7 +8,8 @@ import torchvision
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
-from lazydet.modeling.backbone import ResNet, ShapeSpec
+from lazydet.layers import ShapeSpec
+from lazydet.modeling.backbone import ResNet
 
 TORCHVISION_RESNETS = {
     18: torchvision.models.resnet18,
@@ -184,7 +185,8 @@ def test_output_shape_of_resnet50() -> None:
         ({"out_features": ("res6",)}, "out_features"),
         ({"out_features": ()}, "out_features"),
         ({"freeze_at": 6}, "freeze_at=6"),
-        ({"norm": "LN"}, "norm='LN'"),
+        ({"norm": "XN"}, "norm='XN' is not a known norm"),
+        ({"norm": None}, "norm=None"),
         ({"depth": 18, "groups": 32}, "basic blocks"),
     ],
 )

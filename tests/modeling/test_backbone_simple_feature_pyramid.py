@@ -7,14 +7,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lazydet.layers import ChannelLayerNorm, ShapeSpec
 from lazydet.modeling.backbone import (
     Backbone,
     LastLevelMaxPool,
     LastLevelP6P7,
-    ShapeSpec,
     SimpleFeaturePyramid,
 )
-from lazydet.modeling.backbone.simple_feature_pyramid import ChannelLayerNorm
 
 
 class _FixedFeature(Backbone):
@@ -115,7 +114,7 @@ def test_size_divisibility_is_the_coarsest_pyramid_stride() -> None:
         ({"scale_factors": (3.0,)}, "scale factor 3.0"),
         ({"scale_factors": (1.0, 2.0)}, "decreasing"),
         ({"in_feature": "res5"}, "res5"),
-        ({"norm": "BN"}, "norm"),
+        ({"norm": "BatchNorm"}, "SimpleFeaturePyramid norm=.BatchNorm. is not a known norm"),
         (
             {"top_block": LastLevelP6P7(in_channels=2048, out_channels=256, in_feature="res5")},
             "res5",

@@ -10,7 +10,9 @@ import torchvision
 from torch import Tensor
 from torchvision.models.vision_transformer import EncoderBlock
 
-from lazydet.modeling.backbone import ShapeSpec, ViT, vit_b, vit_l
+from lazydet.config import compose, instantiate
+from lazydet.layers import ShapeSpec
+from lazydet.modeling.backbone import ViT
 from lazydet.modeling.backbone.vit import (
     ViTBlock,
     WindowedAttention,
@@ -176,18 +178,60 @@ def test_patch_embedding_and_absolute_positions_hand_computed() -> None:
     torch.testing.assert_close(actual, expected, rtol=0, atol=1e-6)
 
 
-def test_constant_absolute_positions_survive_resizing() -> None:
+def test_absolute_positions_are_resized_bicubically() -> None:
+    torch.manual_seed(7)
     vit = _tiny_vit(depth=0, window_block_indexes=()).eval()
-    with torch.no_grad():
-        vit.pos_embed.copy_(torch.linspace(-1, 1, 64).expand(1, 17, 64))
     images = torch.randn(1, 3, 96, 160)  # token grid 6x10 instead of the pre-training 4x4
     conv = vit.patch_embed.proj
-    expected = (
-        F.conv2d(images, conv.weight, conv.bias, stride=16)
-        + torch.linspace(-1, 1, 64)[:, None, None]
-    )
+    grid = vit.pos_embed[0, 1:].detach().reshape(1, 4, 4, 64).permute(0, 3, 1, 2)
+    # The reference: the whole [1, C, 4, 4] grid resized at once (ViTDet's get_abs_pos).
+    bicubic = F.interpolate(grid, size=(6, 10), mode="bicubic", align_corners=False)
+    # A random embedding tells interpolation modes apart (a constant one would not).
+    for mode in ("nearest", "bilinear"):
+        other = F.interpolate(
+            grid, size=(6, 10), mode=mode, **({} if mode == "nearest" else {"align_corners": False})
+        )
+        assert not torch.allclose(other, bicubic, atol=1e-3)
+    expected = F.conv2d(images, conv.weight, conv.bias, stride=16) + bicubic
     with torch.no_grad():
         torch.testing.assert_close(vit(images)["last_feat"], expected, rtol=0, atol=1e-5)
+
+
+def _linear_resize_by_hand(table: Tensor, length: int) -> Tensor:
+    """``table: [L, d]`` resized to ``[length, d]``: linear, half-pixel centres
+    (``align_corners=False``), source coordinates clamped at the ends."""
+    old = table.shape[0]
+    rows = []
+    for i in range(length):
+        x = max((i + 0.5) * old / length - 0.5, 0.0)
+        left = min(int(x), old - 1)
+        right = min(left + 1, old - 1)
+        weight = x - left
+        rows.append(table[left] * (1 - weight) + table[right] * weight)
+    return torch.stack(rows)
+
+
+def test_relative_position_tables_are_resized_linearly() -> None:
+    torch.manual_seed(8)
+    # Tables made for a 2x3 grid (lengths 3 and 5) used on a 4x5 map (lengths 7 and 9).
+    attention = WindowedAttention(
+        dim=8, num_heads=2, use_rel_pos=True, rel_pos_zero_init=False, input_size=(2, 3)
+    )
+    with torch.no_grad():
+        attention.rel_pos_h.normal_()
+        attention.rel_pos_w.normal_()
+        resized = WindowedAttention(dim=8, num_heads=2, use_rel_pos=True, input_size=(4, 5))
+        state = dict(attention.state_dict())
+        state["rel_pos_h"] = _linear_resize_by_hand(attention.rel_pos_h, 7)
+        state["rel_pos_w"] = _linear_resize_by_hand(attention.rel_pos_w, 9)
+        resized.load_state_dict(state)
+        x = torch.randn(1, 4, 5, 8)
+        expected = _naive_rel_pos_attention(resized, x[0])
+        # The hand-resized tables differ from a nearest-neighbour resize of the same tables.
+        nearest = F.interpolate(attention.rel_pos_h.T[None], size=7, mode="nearest")[0].T
+        assert not torch.allclose(nearest, state["rel_pos_h"], atol=1e-3)
+        actual = attention(x)[0]
+    torch.testing.assert_close(actual, expected, rtol=0, atol=1e-5)
 
 
 def test_vit_output_contract_with_resized_relative_positions() -> None:
@@ -215,9 +259,15 @@ def test_drop_path_is_identity_in_eval_and_active_in_training() -> None:
         assert not torch.allclose(with_drop.train()(images)["last_feat"], expected)
 
 
+def _vit_option(name: str) -> ViT:
+    """The ViT of the ``model/backbone`` option ``name`` (its one home, conf/model/backbone)."""
+    cfg = compose("faster_rcnn_fpn", [f"model.backbone={name}"])
+    return instantiate(cfg.model.backbone.net)
+
+
 def test_vit_b_matches_torchvision_vit_b_16_layout() -> None:
     with torch.device("meta"):
-        ours = vit_b()
+        ours = _vit_option("vit_b")
         reference = torchvision.models.vit_b_16()
     ours_state = ours.state_dict()
     reference_state = reference.state_dict()
@@ -253,7 +303,7 @@ def test_vit_b_matches_torchvision_vit_b_16_layout() -> None:
 
 def test_vit_l_sizes() -> None:
     with torch.device("meta"):
-        model = vit_l()
+        model = _vit_option("vit_l")
     assert len(model.blocks) == 24
     assert model.output_shape() == {"last_feat": ShapeSpec(channels=1024, stride=16)}
     assert [i for i, b in enumerate(model.blocks) if b.window_size == 0] == [5, 11, 17, 23]

@@ -9,12 +9,12 @@ from collections.abc import Callable
 import pytest
 import torch
 
+from lazydet.layers import ShapeSpec
 from lazydet.modeling.backbone import (
     FPN,
     Backbone,
     LastLevelMaxPool,
     ResNet,
-    ShapeSpec,
     SimpleFeaturePyramid,
     ViT,
 )

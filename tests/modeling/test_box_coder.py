@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from helpers import random_boxes
 from torchvision.models.detection._utils import BoxCoder
 from torchvision.ops import generalized_box_iou_loss
 
@@ -14,16 +15,14 @@ from lazydet.modeling.box_coder import Box2BoxTransform, box_regression_loss
 WEIGHTS = [(1.0, 1.0, 1.0, 1.0), (10.0, 10.0, 5.0, 5.0)]
 
 
-def random_boxes(n: int, generator: torch.Generator, dtype=torch.float64) -> torch.Tensor:
-    xy = torch.rand(n, 2, generator=generator, dtype=dtype) * 200
-    wh = torch.rand(n, 2, generator=generator, dtype=dtype) * 100 + 1
-    return torch.cat((xy, xy + wh), dim=1)
+def coder_boxes(n: int, generator: torch.Generator, dtype=torch.float64) -> torch.Tensor:
+    return random_boxes(n, generator, extent=200.0, min_side=1.0, side_spread=100.0, dtype=dtype)
 
 
 @pytest.mark.parametrize("weights", WEIGHTS)
 def test_encode_matches_torchvision(weights):
     g = torch.Generator().manual_seed(0)
-    src, tgt = random_boxes(50, g), random_boxes(50, g)
+    src, tgt = coder_boxes(50, g), coder_boxes(50, g)
     ours = Box2BoxTransform(weights=weights).get_deltas(src, tgt)
     # torchvision's encode_single(reference=target, proposals=source).
     theirs = BoxCoder(weights).encode_single(tgt, src)
@@ -33,7 +32,7 @@ def test_encode_matches_torchvision(weights):
 @pytest.mark.parametrize("weights", WEIGHTS)
 def test_decode_matches_torchvision_including_clamp(weights):
     g = torch.Generator().manual_seed(1)
-    boxes = random_boxes(40, g, dtype=torch.float32)
+    boxes = coder_boxes(40, g, dtype=torch.float32)
     # Three sets of deltas per box, some with dw/dh far beyond the clamp.
     deltas = torch.randn(40, 12, generator=g) * 3
     deltas[::5, 2] = 50.0
@@ -47,7 +46,7 @@ def test_decode_matches_torchvision_including_clamp(weights):
 @pytest.mark.parametrize("weights", WEIGHTS)
 def test_round_trip(weights):
     g = torch.Generator().manual_seed(2)
-    src, tgt = random_boxes(100, g), random_boxes(100, g)
+    src, tgt = coder_boxes(100, g), coder_boxes(100, g)
     transform = Box2BoxTransform(weights=weights)
     torch.testing.assert_close(transform.apply_deltas(transform.get_deltas(src, tgt), src), tgt)
 
@@ -86,7 +85,7 @@ def test_bad_inputs_raise_clear_errors():
 
 def test_regression_losses_match_torch_references():
     g = torch.Generator().manual_seed(3)
-    anchors, gt = random_boxes(20, g, torch.float32), random_boxes(20, g, torch.float32)
+    anchors, gt = coder_boxes(20, g, torch.float32), coder_boxes(20, g, torch.float32)
     pred = torch.randn(20, 4, generator=g) * 0.1
     transform = Box2BoxTransform()
     l1 = box_regression_loss(

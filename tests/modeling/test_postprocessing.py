@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import random_boxes
 from torchvision.models.detection.roi_heads import (
     paste_masks_in_image as torchvision_paste_masks_in_image,
 )
@@ -12,10 +13,10 @@ from lazydet.modeling.postprocessing import detector_postprocess, paste_masks_in
 from lazydet.structures import Boxes, Instances
 
 
-def random_boxes(n: int, height: int, width: int, generator: torch.Generator) -> torch.Tensor:
-    xy = torch.rand(n, 2, generator=generator) * torch.tensor([width, height]) - 5
-    wh = torch.rand(n, 2, generator=generator) * 40 + 0.3
-    return torch.cat((xy, xy + wh), dim=1)
+def image_boxes(n: int, height: int, width: int, generator: torch.Generator) -> torch.Tensor:
+    """Boxes around an image: some across its border, some thinner than a pixel."""
+    extent = (float(width), float(height))
+    return random_boxes(n, generator, extent=extent, offset=-5.0, min_side=0.3, side_spread=40.0)
 
 
 @pytest.mark.parametrize("padding", [1, 0, 3])
@@ -25,7 +26,7 @@ def test_paste_masks_matches_torchvision(padding: int) -> None:
     # Boxes inside, across the border, fractional, thinner than a pixel.
     boxes = torch.cat(
         (
-            random_boxes(12, height, width, g),
+            image_boxes(12, height, width, g),
             torch.tensor(
                 [[-3.7, -2.2, 10.4, 8.9], [50.5, 40.1, 70.0, 52.0], [5.2, 5.2, 5.4, 30.0]]
             ),

@@ -11,8 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from lazydet.config import L, instantiate
+from lazydet.layers import ShapeSpec
 from lazydet.modeling.anchor_generator import DefaultAnchorGenerator
-from lazydet.modeling.backbone import FPN, Backbone, ResNet, ShapeSpec
+from lazydet.modeling.backbone import FPN, Backbone, ResNet
 from lazydet.modeling.meta_arch import GeneralizedRCNN
 from lazydet.modeling.postprocessing import paste_masks_in_image
 from lazydet.modeling.proposal import RPN

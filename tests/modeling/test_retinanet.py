@@ -12,8 +12,9 @@ from torchvision.models.detection.image_list import ImageList as TorchvisionImag
 from torchvision.models.detection.retinanet import RetinaNet as TorchvisionRetinaNet
 from torchvision.models.detection.retinanet import RetinaNetHead as TorchvisionRetinaNetHead
 
+from lazydet.layers import ShapeSpec
 from lazydet.modeling.anchor_generator import DefaultAnchorGenerator
-from lazydet.modeling.backbone.base import Backbone, ShapeSpec
+from lazydet.modeling.backbone.base import Backbone
 from lazydet.modeling.meta_arch.retinanet import RetinaNet, RetinaNetHead
 from lazydet.structures import Boxes, Instances
 
@@ -159,7 +160,7 @@ def test_inference_matches_torchvision_postprocess():
     split_anchors = [list(a.split(counts)) for a in tv_anchors]
     with torch.no_grad():
         expected = theirs.postprocess_detections(split_outputs, split_anchors, IMAGE_SIZES)
-    results = ours.inference(anchors, logits, deltas, IMAGE_SIZES)
+    results = ours.decode_detections(anchors, logits, deltas, IMAGE_SIZES)
     for result, reference in zip(results, expected):
         assert len(result) == len(reference["boxes"]) > 5
         torch.testing.assert_close(result.pred_boxes.tensor, reference["boxes"], atol=1e-4, rtol=0)
@@ -167,16 +168,22 @@ def test_inference_matches_torchvision_postprocess():
         assert torch.equal(result.pred_classes, reference["labels"])
 
 
-def test_ema_normaliser_by_hand():
-    _, ours = build_pair(loss_normalizer="ema")
-    _, per_image = build_pair()
+def _labelled_batch(model):
+    """Head outputs of seed 4 and the targets of gt seed 5, labelled by ``model``."""
     _, _, anchors, logits, deltas = run_both(*build_pair(), 4)
     gt = gt_boxes_and_classes(5)
     instances = [
         Instances(size, gt_boxes=Boxes(b), gt_classes=c) for size, (b, c) in zip(IMAGE_SIZES, gt)
     ]
-    gt_classes, matched = ours.label_anchors(anchors, instances)
+    gt_classes, matched = model.label_anchors(anchors, instances)
     num_fg = int(((gt_classes >= 0) & (gt_classes < NUM_CLASSES)).sum())
+    return anchors, logits, deltas, gt_classes, matched, num_fg
+
+
+def test_ema_normaliser_by_hand():
+    _, ours = build_pair(loss_normalizer="ema")
+    _, per_image = build_pair()
+    anchors, logits, deltas, gt_classes, matched, num_fg = _labelled_batch(ours)
     ema = ours.losses(anchors, logits, deltas, gt_classes, matched)
     reference = per_image.losses(anchors, logits, deltas, gt_classes, matched)
     # Detectron2's rule: the normaliser starts at 100 and moves 10% towards the batch's count.
@@ -259,3 +266,123 @@ def test_bad_configuration_raises():
     ).eval()
     with pytest.raises(ValueError, match="num_classes = 3"):
         wrong_head([{"image": torch.zeros(3, 32, 32, dtype=torch.uint8)}])
+
+
+def test_foreground_ema_is_a_checkpointed_buffer_averaged_over_processes(monkeypatch):
+    _, ours = build_pair(loss_normalizer="ema")
+    anchors, logits, deltas, gt_classes, matched, num_fg = _labelled_batch(ours)
+    # Two processes: this one counts num_fg, the other (simulated) 3 * num_fg; every process
+    # then steps towards the mean, 2 * num_fg.
+    reduced = []
+
+    def all_reduce_mean(tensor):
+        reduced.append(float(tensor))
+        return tensor.mul_(2)
+
+    monkeypatch.setattr("lazydet.modeling.meta_arch.retinanet.all_reduce_mean", all_reduce_mean)
+    ours.losses(anchors, logits, deltas, gt_classes, matched)
+    assert reduced == [num_fg]
+    expected = 0.9 * 100 + 0.1 * 2 * num_fg
+    assert float(ours.foreground_ema) == pytest.approx(expected)
+    # A buffer: saved with the weights, restored on resume (a plain float was lost).
+    state = ours.state_dict()
+    assert float(state["foreground_ema"]) == pytest.approx(expected)
+    _, resumed = build_pair(loss_normalizer="ema")
+    assert float(resumed.foreground_ema) == 100.0
+    resumed.load_state_dict(state)
+    assert float(resumed.foreground_ema) == pytest.approx(expected)
+
+
+def _resnet_fpn(**kwargs):
+    from lazydet.modeling.backbone import FPN, ResNet
+
+    stages = ["res3", "res4", "res5"]
+    return FPN(
+        bottom_up=ResNet(depth=18, out_features=stages),
+        in_features=stages,
+        out_channels=8,
+        **kwargs,
+    )
+
+
+@pytest.mark.parametrize("in_feature", ["res5", "p5"])
+def test_top_block_is_attached_to_the_backbone(in_feature):
+    """P6/P7 from res5 (Detectron2) or p5 (torchvision), computed by the backbone's own top block
+    and stored where Detectron2's checkpoints have it (``backbone.top_block``)."""
+    from lazydet.modeling.backbone import LastLevelP6P7
+
+    torch.manual_seed(0)
+    channels = 512 if in_feature == "res5" else 8
+    top_block = LastLevelP6P7(in_channels=channels, out_channels=8, in_feature=in_feature)
+    generator = DefaultAnchorGenerator(sizes=[[32], [64], [128], [256], [512]])
+    model = RetinaNet(
+        backbone=_resnet_fpn(top_block=None),
+        head_in_features=["p3", "p4", "p5", "p6", "p7"],
+        anchor_generator=generator,
+        num_classes=NUM_CLASSES,
+        top_block=top_block,
+    ).eval()
+    assert model.backbone.top_block is top_block
+    keys = set(model.state_dict())
+    assert {"backbone.top_block.p6.weight", "backbone.top_block.p7.bias"} <= keys
+    assert not any(key.startswith("top_block.") for key in keys)
+    assert model.strides == [8, 16, 32, 64, 128]
+    # The same as an FPN built with that top block from the start.
+    reference = _resnet_fpn(top_block=top_block).eval()
+    reference.load_state_dict(model.backbone.state_dict())
+    images = torch.randn(1, 3, 128, 128)
+    with torch.no_grad():
+        ours, theirs = model.backbone(images), reference(images)
+        source = reference.bottom_up(images)["res5"] if in_feature == "res5" else theirs["p5"]
+        torch.testing.assert_close(ours["p6"], top_block.p6(source))
+    assert set(ours) == {"p3", "p4", "p5", "p6", "p7"}
+    for name in ours:
+        torch.testing.assert_close(ours[name], theirs[name])
+
+
+def test_top_block_needs_a_pyramid_backbone_and_an_existing_feature():
+    from lazydet.modeling.backbone import LastLevelP6P7
+
+    generator = DefaultAnchorGenerator(sizes=[[32], [64]])
+    with pytest.raises(TypeError, match="needs a pyramid backbone"):
+        RetinaNet(
+            backbone=TinyBackbone(),
+            head_in_features=list(STRIDES),
+            anchor_generator=generator,
+            num_classes=NUM_CLASSES,
+            top_block=LastLevelP6P7(in_channels=8, out_channels=8, in_feature="p4"),
+        )
+    with pytest.raises(ValueError, match="in_feature='res6' is neither a pyramid output"):
+        RetinaNet(
+            backbone=_resnet_fpn(top_block=None),
+            head_in_features=["p3", "p4"],
+            anchor_generator=generator,
+            num_classes=NUM_CLASSES,
+            top_block=LastLevelP6P7(in_channels=512, out_channels=8, in_feature="res6"),
+        )
+
+
+def test_retinanet_fpn_takes_p6_p7_from_res5_as_detectron2():
+    """``retinanet_fpn`` with Detectron2's "P6/P7 from res5": two overrides, no new backbone."""
+    from lazydet.config import compose, instantiate
+
+    cfg = compose(
+        "retinanet_fpn",
+        [
+            "dataset=shapes",
+            "model.backbone=resnet18",
+            "model.top_block.in_feature=res5",
+            "model.top_block.in_channels=512",
+        ],
+    )
+    model = instantiate(cfg.model)
+    # Detectron2's names and shapes: backbone.top_block.p6 reads res5's 512 channels.
+    state = model.state_dict()
+    assert state["backbone.top_block.p6.weight"].shape == (256, 512, 3, 3)
+    assert state["backbone.top_block.p7.weight"].shape == (256, 256, 3, 3)
+    images = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        features = model.backbone(images)
+        res5 = model.backbone.bottom_up(images)["res5"]
+    torch.testing.assert_close(features["p6"], model.backbone.top_block.p6(res5))
+    assert [features[f"p{k}"].shape[-1] for k in range(3, 8)] == [8, 4, 2, 1, 1]

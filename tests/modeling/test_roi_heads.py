@@ -4,10 +4,12 @@ weights), hand-computed sampling cases, and a few optimisation steps on fixed pr
 from __future__ import annotations
 
 import functools
+import runpy
 from collections import OrderedDict
 
 import pytest
 import torch
+from helpers import random_boxes
 from torchvision.models.detection._utils import BoxCoder
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.keypoint_rcnn import KeypointRCNNHeads, KeypointRCNNPredictor
@@ -22,11 +24,9 @@ from torchvision.models.detection.roi_heads import (
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops import roi_align as torchvision_roi_align
 
-from lazydet.modeling.backbone.base import ShapeSpec
+from lazydet.config.tree import builtin_config_root
+from lazydet.layers import ShapeSpec
 from lazydet.modeling.roi_heads import (
-    TORCHVISION_FAST_RCNN_OPTIONS,
-    TORCHVISION_MASK_HEAD_OPTIONS,
-    TORCHVISION_ROI_HEADS_OPTIONS,
     FastRCNNConvFCHead,
     FastRCNNOutputLayers,
     KRCNNConvDeconvUpsampleHead,
@@ -47,6 +47,13 @@ from lazydet.structures import (
     pairwise_iou,
 )
 
+# torchvision's options live in the presets (conf/_torchvision_numerics.py), their one home.
+_TORCHVISION = runpy.run_path(str(builtin_config_root() / "_torchvision_numerics.py"))
+TORCHVISION_FAST_RCNN_OPTIONS = _TORCHVISION["TORCHVISION_FAST_RCNN_OPTIONS"]
+TORCHVISION_MASK_HEAD_OPTIONS = _TORCHVISION["TORCHVISION_MASK_HEAD_OPTIONS"]
+TORCHVISION_ROI_HEADS_OPTIONS = _TORCHVISION["TORCHVISION_ROI_HEADS_OPTIONS"]
+
+
 NUM_CLASSES = 3
 NUM_KEYPOINTS = 4
 CHANNELS = 8
@@ -56,13 +63,19 @@ INPUT_SHAPE = {name: ShapeSpec(channels=CHANNELS, stride=s) for name, s in STRID
 IMAGE_SIZES = [(64, 60), (56, 64)]
 
 
-def random_boxes(
+def image_boxes(
     n: int, size: tuple[int, int], g: torch.Generator, max_side: float = 40
 ) -> torch.Tensor:
+    """Boxes inside an image of ``size`` (height, width)."""
     height, width = size
-    xy = torch.rand(n, 2, generator=g) * torch.tensor([width * 0.7, height * 0.7])
-    wh = torch.rand(n, 2, generator=g) * max_side + 2
-    return torch.cat((xy, torch.minimum(xy + wh, torch.tensor([width, height]))), dim=1)
+    return random_boxes(
+        n,
+        g,
+        extent=(width * 0.7, height * 0.7),
+        min_side=2.0,
+        side_spread=max_side,
+        clip_to=(width, height),
+    )
 
 
 def make_features(seed: int = 0) -> OrderedDict[str, torch.Tensor]:
@@ -102,7 +115,7 @@ def torchvision_roi_heads(**kwargs) -> RoIHeads:
 @pytest.mark.parametrize("detections_per_img", [100, 7])
 def test_fast_rcnn_inference_matches_torchvision_postprocess(detections_per_img: int) -> None:
     g = torch.Generator().manual_seed(0)
-    proposals = [random_boxes(30, size, g) for size in IMAGE_SIZES]
+    proposals = [image_boxes(30, size, g) for size in IMAGE_SIZES]
     # Proposals thinner than torchvision's 1e-2 px minimum, to exercise the small-box filter.
     proposals[0][:2, 2] = proposals[0][:2, 0] + 0.005
     num_rois = sum(len(p) for p in proposals)
@@ -157,7 +170,7 @@ def sampled_proposals(g: torch.Generator) -> tuple[list[Instances], list[torch.T
     """Sampled proposals with gt_classes (background = NUM_CLASSES) and matched gt_boxes."""
     proposals, boxes = [], []
     for size, n in zip(IMAGE_SIZES, (20, 13)):
-        p = random_boxes(n, size, g)
+        p = image_boxes(n, size, g)
         gt = p + torch.randn(n, 4, generator=g) * 2
         gt[:, 2:] = torch.maximum(gt[:, 2:], gt[:, :2] + 1)
         classes = torch.randint(0, NUM_CLASSES + 1, (n,), generator=g)
@@ -223,7 +236,7 @@ def foreground_with_targets(g: torch.Generator, size: int = 48):
     """Per image: foreground proposals (proposal_boxes, gt_classes, gt_idxs) and their gts."""
     proposals, gt_boxes = [], []
     for n_gt, n_prop in ((3, 9), (2, 5)):
-        gts = random_boxes(n_gt, (size, size), g, max_side=30)
+        gts = image_boxes(n_gt, (size, size), g, max_side=30)
         idxs = torch.randint(0, n_gt, (n_prop,), generator=g)
         boxes = gts[idxs] + torch.randn(n_prop, 4, generator=g) * 2
         classes = torch.randint(0, NUM_CLASSES, (n_gt,), generator=g)
@@ -354,7 +367,7 @@ def test_keypoint_loss_without_visible_keypoints_is_zero() -> None:
 
 def test_keypoint_inference_matches_torchvision() -> None:
     g = torch.Generator().manual_seed(5)
-    boxes = [random_boxes(5, (80, 90), g), random_boxes(3, (80, 90), g)]
+    boxes = [image_boxes(5, (80, 90), g), image_boxes(3, (80, 90), g)]
     boxes[0][0] = torch.tensor([10.0, 10.0, 10.4, 30.0])  # narrower than a pixel: clamped to 1
     logits = torch.randn(8, NUM_KEYPOINTS, 56, 56, generator=g)
     their_keypoints, their_scores = keypointrcnn_inference(logits, boxes)
@@ -422,7 +435,7 @@ def test_box_mask_keypoint_heads_compute_torchvision_heads() -> None:
 def test_roi_pooler_torchvision_preset_matches_multiscale_roi_align() -> None:
     g = torch.Generator().manual_seed(7)
     features = make_features()
-    boxes = [random_boxes(20, size, g, max_side=60) for size in IMAGE_SIZES]
+    boxes = [image_boxes(20, size, g, max_side=60) for size in IMAGE_SIZES]
     pooler = ROIPooler(
         output_size=7,
         scales=[1 / s for s in STRIDES.values()],
@@ -437,7 +450,7 @@ def test_roi_pooler_single_level_pools_every_box_from_it() -> None:
     # One level (a C4 backbone): any stride, no level mapping.
     g = torch.Generator().manual_seed(11)
     features = torch.randn(2, CHANNELS, 5, 5, generator=g)
-    boxes = [random_boxes(4, (70, 70), g), random_boxes(3, (70, 70), g)]
+    boxes = [image_boxes(4, (70, 70), g), image_boxes(3, (70, 70), g)]
     pooled = ROIPooler(output_size=3, scales=[1 / 14])([features], boxes)
     rois = torch.cat(
         [torch.cat((torch.full((len(b), 1), float(i)), b), dim=1) for i, b in enumerate(boxes)]
@@ -552,7 +565,7 @@ def training_batch(g: torch.Generator):
             )
         )
         jitter = torch.randn(40, 4, generator=g) * 4
-        props = torch.cat((gts.repeat(20, 1) + jitter, random_boxes(10, size, g)))
+        props = torch.cat((gts.repeat(20, 1) + jitter, image_boxes(10, size, g)))
         proposals.append(Instances(size, proposal_boxes=Boxes(props)))
     return targets, proposals
 
@@ -668,7 +681,7 @@ def test_eval_forward_matches_torchvision_roi_heads_with_same_weights() -> None:
 
     g = torch.Generator().manual_seed(10)
     features = make_features()
-    boxes = [random_boxes(25, size, g, max_side=50) for size in IMAGE_SIZES]
+    boxes = [image_boxes(25, size, g, max_side=50) for size in IMAGE_SIZES]
     images = ImageList(torch.zeros(2, 3, IMAGE, IMAGE), IMAGE_SIZES)
     proposals = [Instances(s, proposal_boxes=Boxes(b)) for s, b in zip(IMAGE_SIZES, boxes)]
     with torch.no_grad():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import runpy
 from collections import OrderedDict
 
 import pytest
@@ -16,10 +17,16 @@ from torchvision.models.detection.rpn import (
 )
 from torchvision.ops import box_iou
 
+from lazydet.config.tree import builtin_config_root
+from lazydet.layers import ShapeSpec
 from lazydet.modeling.anchor_generator import DefaultAnchorGenerator
-from lazydet.modeling.backbone.base import ShapeSpec
-from lazydet.modeling.proposal import RPN, TORCHVISION_RPN_OPTIONS, StandardRPNHead
+from lazydet.modeling.proposal import RPN, StandardRPNHead
 from lazydet.structures import Boxes, ImageList, Instances
+
+# torchvision's options live in the presets (conf/_torchvision_numerics.py), their one home.
+_TORCHVISION = runpy.run_path(str(builtin_config_root() / "_torchvision_numerics.py"))
+TORCHVISION_RPN_OPTIONS = _TORCHVISION["TORCHVISION_RPN_OPTIONS"]
+
 
 CHANNELS = 8
 STRIDES = {"p2": 4, "p3": 8, "p4": 16}

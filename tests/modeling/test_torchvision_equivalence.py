@@ -5,11 +5,11 @@ many detections (biased class logits, data-calibrated batch norms), converts its
 ``load_weights`` into lazydet's torchvision preset, feeds both the same float image, and compares
 boxes, scores, labels (and masks / keypoints) after both rescaled them to the original size.
 
-Sizes: the image is already at torchvision's resize target (``min_size``/``max_size`` set to its
-size, so torchvision's resize is the identity), and its sides are multiples of the coarsest
-stride. The latter matters: torchvision computes each level's anchor stride as ``padded image
-size // feature size``, which is not the level's true stride when the padded size is not a
-multiple of it (e.g. 800 // 7 = 114 for P7 of an 800-pixel image); lazydet uses the true stride.
+Sizes: the first tests use small synthetic images already at torchvision's resize target
+(``min_size``/``max_size`` set to their size, so torchvision's resize is the identity). The
+tests at the end use real COCO photos at torchvision's default size (short side 800), where the
+padded size is rarely a multiple of the coarsest stride and torchvision spaces anchors by
+``padded image size // feature size`` (e.g. 800 // 13 = 61 for P6), as the presets do.
 
 Inputs and tolerance: torchvision normalises 0-1 images, ``(x - 0.485) / 0.229``; lazydet 0-255
 images, ``(255x - 123.675) / 58.395``. The two differ by float rounding (~5e-7), which a random
@@ -25,13 +25,15 @@ from __future__ import annotations
 
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 from torchvision.models import detection
 from torchvision.models.detection.keypoint_rcnn import KeypointRCNNHeads, KeypointRCNNPredictor
 from torchvision.ops import FrozenBatchNorm2d
+from torchvision.transforms.functional import pil_to_tensor
 
+from lazydet.checkpoint import load_weights
 from lazydet.config import compose, instantiate
-from lazydet.modeling.weights import load_weights
 
 # Multiples of 128 (RetinaNet's P7 stride) and 64 (the R-CNNs' P6 stride), and small: a ResNet-50
 # forward pass on 2 shared CPU cores is the cost of these tests.
@@ -250,3 +252,210 @@ def test_rcnn_matches_torchvision(kind: str) -> None:
         torch.testing.assert_close(
             got.pred_keypoints[..., 2], expected["keypoints_scores"], **TOLERANCE
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# Real photos at torchvision's default size (short side 800, long side at most 1333)
+#
+# At that size the padded batch (multiples of 32) is rarely a multiple of P6's stride 64 or P7's
+# 128: a 640x425 photo becomes 800x1205, padded to 800x1216, whose P6 has 13 rows that
+# torchvision spaces 800 // 13 = 61 pixels apart. The presets space anchors the same way
+# (``DefaultAnchorGenerator(spacing="padded_size")``); with the true stride 5-13 % of the
+# detections differed. Both models get the same float image: torchvision resizes it inside,
+# lazydet gets torchvision's resized image (what a data pipeline would give) with the original
+# ``height``/``width``, and both report at the original size.
+
+PHOTOS = ("000000000785.jpg", "000000040083.jpg", "000000196141.jpg", "000000197388.jpg")
+
+
+def _photo(shared_data, name: str) -> torch.Tensor:
+    """A real COCO photo as a float ``[3, H, W]`` image in [0, 1]."""
+    path = shared_data / "coco_person_val2017" / name
+    if not path.is_file():
+        pytest.skip(f"reference photo {path} is absent")
+    with Image.open(path) as image:
+        return pil_to_tensor(image.convert("RGB")).float() / 255
+
+
+def _default_size_outputs(tv_model: nn.Module, model: nn.Module, photo: torch.Tensor):
+    """torchvision's and lazydet's detections on ``photo`` at torchvision's default resize.
+
+    torchvision's transform resizes (to short side 800, long side at most 1333) the image it
+    normalised; lazydet normalises the image its data pipeline resized. Both orders compute the
+    same function, but their float roundings differ (~7e-7), which a random 50-layer network
+    amplifies past any useful tolerance. So the photo is resized once, by torchvision's own
+    resize, and both models get that image: torchvision with its resize made the identity
+    (``min_size``/``max_size`` set to the image's sides), then its own ``postprocess`` back to the
+    photo's size; lazydet with the photo's size as ``height``/``width``.
+    """
+    _use_0_255_scale(tv_model, model)
+    original = photo * 255
+    transform = tv_model.transform
+    defaults = transform.min_size, transform.max_size
+    with torch.no_grad():
+        resized, _ = transform.resize(original, None)  # torchvision's default resize
+        size = tuple(resized.shape[-2:])
+        transform.min_size, transform.max_size = (min(size),), max(size)
+        # The model's own postprocess would paste masks at the resized size; run it once, below.
+        transform.postprocess = lambda result, image_shapes, original_sizes: result
+        try:
+            expected = tv_model([resized])[0]
+        finally:
+            transform.min_size, transform.max_size = defaults
+            del transform.postprocess
+        (expected,) = transform.postprocess([expected], [size], [tuple(photo.shape[-2:])])
+        inputs = {"image": resized, "height": photo.shape[1], "width": photo.shape[2]}
+        got = model([inputs])[0]["instances"]
+    assert min(size) == 800 or max(size) == 1333
+    return size, expected, got
+
+
+def _favour_coarse_levels(tv_model: nn.Module) -> None:
+    """Let the coarse levels compete for the detections, as they do with trained weights.
+
+    With random weights every level's scores follow one distribution, so the top-k go to the
+    fine levels (they have the most anchors) and no detection comes from P6 (R-CNN) or P6/P7
+    (RetinaNet, whose P6 is computed from P5): the one place where torchvision's anchor spacing
+    differs. Amplifying P5 (hence P6/P7) and making the scores depend on the features brings
+    large boxes into the output, and a preset with the wrong spacing then fails.
+    """
+    with torch.no_grad():
+        conv = tv_model.backbone.fpn.layer_blocks[-1][0]
+        conv.weight.mul_(4.0)
+        conv.bias.mul_(4.0)
+        if hasattr(tv_model, "rpn"):
+            nn.init.normal_(tv_model.rpn.head.cls_logits.weight, 0.0, 0.1)
+        else:
+            nn.init.normal_(tv_model.head.classification_head.cls_logits.weight, 0.0, 0.05)
+
+
+def _has_coarse_level_boxes(instances, resized_height: int, kind: str) -> bool:
+    """Whether some detection is about the size of a P6/P7 anchor (not a P2-P5 one).
+
+    Measured in the resized image: sqrt(area) above 362 (R-CNN: between P5's 256 and P6's 512)
+    or 230 (RetinaNet: between P5's largest 203 and P6's smallest 256).
+    """
+    boxes = instances.pred_boxes.tensor * (resized_height / instances.image_size[0])
+    sides = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).sqrt()
+    return bool((sides > (230.0 if kind == "retinanet" else 362.0)).any())
+
+
+def _tie_order(boxes: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """Detection order by score, and by box among exactly tied scores.
+
+    Real photos give many random-weight detections, some with bit-identical scores, which the
+    two libraries' NMS return in either order; the same detections, the same values.
+    """
+    order = torch.arange(len(scores))
+    for key in (boxes[:, 3], boxes[:, 2], boxes[:, 1], boxes[:, 0], -scores):
+        order = order[key[order].sort(stable=True).indices]
+    return order
+
+
+def _in_tie_order(expected: dict, got):
+    tv_order = _tie_order(expected["boxes"], expected["scores"])
+    expected = {key: value[tv_order] for key, value in expected.items()}
+    return expected, got[_tie_order(got.pred_boxes.tensor, got.scores)]
+
+
+def _padded(size: tuple[int, int]) -> tuple[int, int]:
+    return tuple(-(-side // 32) * 32 for side in size)
+
+
+def test_small_faster_rcnn_matches_torchvision_on_a_real_photo_at_default_size(
+    shared_data,
+) -> None:
+    """torchvision's own ``FasterRCNN`` code at its default size, on a ResNet-18 FPN with 64
+    channels (the code path of ``fasterrcnn_resnet50_fpn`` at a fifth of the cost; the R-50
+    presets are compared in the slow tests below)."""
+    from torchvision.models import resnet18
+    from torchvision.models.detection.backbone_utils import BackboneWithFPN
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+
+    torch.manual_seed(0)
+    photo = _photo(shared_data, PHOTOS[0])
+    num_classes, channels = 4, 64
+    backbone = BackboneWithFPN(
+        resnet18(),
+        return_layers={f"layer{k}": str(k - 1) for k in range(1, 5)},
+        in_channels_list=[64, 128, 256, 512],
+        out_channels=channels,
+    )
+    tv_model = detection.FasterRCNN(
+        backbone,
+        box_head=TwoMLPHead(channels * 7 * 7, 256),
+        box_predictor=FastRCNNPredictor(256, num_classes + 1),
+        **_RCNN_LIMITS,
+    )
+    resized, _ = tv_model.transform.resize(photo, None)
+    _calibrate_backbone(tv_model, resized)
+    _bias_rcnn_towards_detections(tv_model)
+    _favour_coarse_levels(tv_model)
+    overrides = [
+        "model/backbone=resnet18",
+        f"model.backbone.out_channels={channels}",
+        "model.roi_heads.box_head.fc_dims=[256,256]",
+        f"model.roi_heads.num_classes={num_classes}",
+        *_RCNN_LIMIT_OVERRIDES,
+    ]
+    model = _lazydet_model("torchvision_faster_rcnn_fpn", overrides, tv_model)
+
+    size, expected, got = _default_size_outputs(tv_model, model, photo)
+    expected, got = _in_tie_order(expected, got)
+    assert _padded(size)[0] % 64 != 0  # P6's spacing is not its stride on this image
+    assert len(got) >= 10 and _has_coarse_level_boxes(got, size[0], "faster")
+    _assert_same(expected, got, label_offset=1)
+
+
+def _full_rcnn(kind: str, num_classes: int, photo: torch.Tensor) -> nn.Module:
+    builder = {
+        "faster": detection.fasterrcnn_resnet50_fpn,
+        "mask": detection.maskrcnn_resnet50_fpn,
+        "keypoint": detection.keypointrcnn_resnet50_fpn,
+    }[kind]
+    tv_model = builder(weights=None, weights_backbone=None, num_classes=num_classes + 1)
+    _calibrate_backbone(tv_model, tv_model.transform.resize(photo, None)[0])
+    _bias_rcnn_towards_detections(tv_model)
+    _favour_coarse_levels(tv_model)
+    return tv_model
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("photo_name", PHOTOS)
+@pytest.mark.parametrize("kind", ["faster", "mask", "keypoint", "retinanet"])
+def test_presets_match_torchvision_on_real_photos_at_default_size(
+    shared_data, kind: str, photo_name: str
+) -> None:
+    """The four R-50 presets, full-size heads and torchvision's default limits, on real photos."""
+    torch.manual_seed(0)
+    photo = _photo(shared_data, photo_name)
+    if kind == "retinanet":
+        tv_model = detection.retinanet_resnet50_fpn(
+            weights=None, weights_backbone=None, num_classes=5
+        )
+        _calibrate_backbone(tv_model, tv_model.transform.resize(photo, None)[0])
+        with torch.no_grad():
+            nn.init.normal_(tv_model.head.classification_head.cls_logits.bias, -2.0, 1.0)
+            nn.init.normal_(tv_model.head.regression_head.bbox_reg.weight, 0.0, 0.02)
+        _favour_coarse_levels(tv_model)
+        model = _lazydet_model("torchvision_retinanet_fpn", ["model.num_classes=5"], tv_model)
+        label_offset = 0
+    else:
+        num_classes = 1 if kind == "keypoint" else 4
+        tv_model = _full_rcnn(kind, num_classes, photo)
+        overrides = [f"model.roi_heads.num_classes={num_classes}"]
+        if kind == "keypoint":
+            overrides.append("model.roi_heads.keypoint_head.num_keypoints=17")
+        model = _lazydet_model(f"torchvision_{kind}_rcnn_fpn", overrides, tv_model)
+        model.mask_threshold = None
+        label_offset = 1
+
+    size, expected, got = _default_size_outputs(tv_model, model, photo)
+    expected, got = _in_tie_order(expected, got)
+    assert len(got) >= 10 and _has_coarse_level_boxes(got, size[0], kind)
+    _assert_same(expected, got, label_offset=label_offset)
+    if kind == "mask":
+        torch.testing.assert_close(got.pred_masks, expected["masks"][:, 0], **TOLERANCE)
+    if kind == "keypoint":
+        torch.testing.assert_close(got.pred_keypoints[..., :2], expected["keypoints"][..., :2])
+        torch.testing.assert_close(got.pred_keypoints[..., 2], expected["keypoints_scores"])

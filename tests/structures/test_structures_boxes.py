@@ -6,17 +6,10 @@ import numpy as np
 import pycocotools.mask as coco_mask
 import pytest
 import torch
+from helpers import random_boxes
 from torchvision.ops import box_area, box_iou, clip_boxes_to_image
 
 from lazydet.structures import Boxes, pairwise_ioa, pairwise_iou
-
-
-def random_boxes(count: int, *, seed: int, size: float = 50.0) -> torch.Tensor:
-    """Boxes with strictly positive width and height."""
-    generator = torch.Generator().manual_seed(seed)
-    top_left = torch.rand(count, 2, generator=generator) * size
-    width_height = torch.rand(count, 2, generator=generator) * size + 0.5
-    return torch.cat([top_left, top_left + width_height], dim=1)
 
 
 def xyxy_to_xywh(boxes: torch.Tensor) -> np.ndarray:
@@ -66,7 +59,7 @@ def test_bad_type_is_a_type_error():
 # Geometry against torchvision / hand-computed values
 # ------------------------------------------------------------------------------------------
 def test_area_matches_torchvision_box_area():
-    tensor = random_boxes(20, seed=0)
+    tensor = random_boxes(20, 0)
     torch.testing.assert_close(Boxes(tensor).area(), box_area(tensor))
 
 
@@ -142,7 +135,7 @@ def test_scale_hand_computed():
 # Indexing, cat, to
 # ------------------------------------------------------------------------------------------
 def test_getitem_forms():
-    tensor = random_boxes(5, seed=2)
+    tensor = random_boxes(5, 2)
     boxes = Boxes(tensor)
     assert torch.equal(boxes[1].tensor, tensor[1:2])
     assert torch.equal(boxes[-1].tensor, tensor[4:5])
@@ -157,7 +150,7 @@ def test_getitem_forms():
 
 
 def test_getitem_out_of_range_and_bad_index():
-    boxes = Boxes(random_boxes(2, seed=3))
+    boxes = Boxes(random_boxes(2, 3))
     with pytest.raises(IndexError):
         boxes[2]
     with pytest.raises(IndexError, match="Boxes"):
@@ -165,7 +158,7 @@ def test_getitem_out_of_range_and_bad_index():
 
 
 def test_cat():
-    first, second = random_boxes(2, seed=4), random_boxes(3, seed=5)
+    first, second = random_boxes(2, 4), random_boxes(3, 5)
     joined = Boxes.cat([Boxes(first), Boxes(second), Boxes(torch.zeros(0, 4))])
     assert torch.equal(joined.tensor, torch.cat([first, second]))
     assert Boxes.cat([]).tensor.shape == (0, 4)
@@ -174,7 +167,7 @@ def test_cat():
 
 
 def test_to_device_and_dtype():
-    boxes = Boxes(random_boxes(2, seed=6))
+    boxes = Boxes(random_boxes(2, 6))
     moved = boxes.to("cpu")
     assert isinstance(moved, Boxes) and moved.device == torch.device("cpu")
     assert boxes.to(torch.float64).tensor.dtype == torch.float64
@@ -184,12 +177,12 @@ def test_to_device_and_dtype():
 # pairwise_iou / pairwise_ioa
 # ------------------------------------------------------------------------------------------
 def test_pairwise_iou_matches_torchvision():
-    first, second = random_boxes(7, seed=7), random_boxes(5, seed=8)
+    first, second = random_boxes(7, 7), random_boxes(5, 8)
     torch.testing.assert_close(pairwise_iou(Boxes(first), Boxes(second)), box_iou(first, second))
 
 
 def test_pairwise_iou_matches_pycocotools():
-    first, second = random_boxes(6, seed=9), random_boxes(4, seed=10)
+    first, second = random_boxes(6, 9), random_boxes(4, 10)
     # pycocotools.mask.iou(dt, gt, iscrowd) with xywh boxes returns [len(dt), len(gt)].
     expected = coco_mask.iou(xyxy_to_xywh(first), xyxy_to_xywh(second), [0] * 4)
     torch.testing.assert_close(
@@ -207,7 +200,7 @@ def test_pairwise_iou_hand_computed_and_degenerate():
 
 
 def test_pairwise_iou_empty_shapes():
-    some = Boxes(random_boxes(3, seed=11))
+    some = Boxes(random_boxes(3, 11))
     none = Boxes(torch.zeros(0, 4))
     assert pairwise_iou(some, none).shape == (3, 0)
     assert pairwise_iou(none, some).shape == (0, 3)
@@ -220,7 +213,7 @@ def test_pairwise_iou_needs_boxes():
 
 
 def test_pairwise_ioa_matches_pycocotools_crowd_overlap():
-    first, second = random_boxes(6, seed=12), random_boxes(4, seed=13)
+    first, second = random_boxes(6, 12), random_boxes(4, 13)
     # For a crowd gt, pycocotools divides the intersection by the dt area: with dt = boxes2 and
     # gt = boxes1 (all crowd), entry [j, i] is |boxes1[i] ∩ boxes2[j]| / |boxes2[j]|.
     expected = coco_mask.iou(xyxy_to_xywh(second), xyxy_to_xywh(first), [1] * 6).T

@@ -5,33 +5,19 @@ meta-architecture) and returns ``dict[str, Tensor]`` of feature maps ``Tensor[B,
 ``output_shape()`` describes those maps *before* any input is seen, so heads can size themselves
 from the backbone when the model is built instead of from numbers copied into configs.
 
-A feature of stride ``s`` covers ``s x s`` input pixels per cell: cell ``(i, j)`` starts at input
-pixel ``(s * i, s * j)``. For inputs whose height and width are multiples of
+Shapes are ``lazydet.layers.ShapeSpec`` (channels, stride). For inputs whose height and width are multiples of
 ``size_divisibility`` every map has exactly ``H / s`` rows and ``W / s`` columns.
 """
 
 from __future__ import annotations
 
 from abc import ABCMeta, abstractmethod
-from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-__all__ = ["Backbone", "ShapeSpec"]
+from lazydet.layers import ShapeSpec
 
-
-@dataclass(frozen=True)
-class ShapeSpec:
-    """Static description of one feature map: its channel count and its stride in input pixels."""
-
-    channels: int
-    stride: int
-
-    def __post_init__(self) -> None:
-        for field_name in ("channels", "stride"):
-            value = getattr(self, field_name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"ShapeSpec.{field_name} must be a positive int, got {value!r}.")
+__all__ = ["Backbone"]
 
 
 class Backbone(nn.Module, metaclass=ABCMeta):

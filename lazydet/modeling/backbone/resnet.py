@@ -30,13 +30,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import FrozenBatchNorm2d
 
-from lazydet.modeling.backbone.base import Backbone, ShapeSpec
+from lazydet.layers import NormSpec, ShapeSpec, caffe2_msra_fill, get_norm, has_norm
+from lazydet.modeling.backbone.base import Backbone
 
 __all__ = ["BasicBlock", "BottleneckBlock", "ResNet"]
 
 STAGE_NAMES = ("res2", "res3", "res4", "res5")
 STAGE_STRIDES = (4, 8, 16, 32)
-NORMS = ("FrozenBN", "BN", "SyncBN", "GN")
 
 # Blocks per stage for each depth (He et al. 2016, table 1).
 _BLOCKS_PER_STAGE = {
@@ -48,18 +48,21 @@ _BLOCKS_PER_STAGE = {
 }
 
 
-def _make_norm(norm: str, channels: int) -> nn.Module:
-    if norm == "FrozenBN":
-        # torchvision's FrozenBatchNorm2d uses eps=1e-5, the same as nn.BatchNorm2d, so trained
-        # BatchNorm statistics give identical outputs once frozen.
-        return FrozenBatchNorm2d(channels)
-    if norm == "BN":
-        return nn.BatchNorm2d(channels)
-    if norm == "SyncBN":
-        return nn.SyncBatchNorm(channels)
-    if norm == "GN":
-        return nn.GroupNorm(32, channels)
-    raise ValueError(f"ResNet norm={norm!r} is not supported; use one of {', '.join(NORMS)}.")
+def _make_norm(norm: NormSpec, channels: int, *, frozen: bool = False) -> nn.Module:
+    """The norm after a conv; in a frozen part a batch norm becomes ``FrozenBatchNorm2d``.
+
+    Frozen parts never update batch statistics, so their BatchNorms (``"BN"``, ``"SyncBN"``,
+    ``nn.BatchNorm2d`` or a partial of it) are frozen with the same eps; other norms are kept.
+    """
+    module = get_norm(norm, channels, owner="ResNet norm")
+    if module is None:
+        raise ValueError(
+            "ResNet norm=None is not supported: every ResNet conv is followed by a norm "
+            "(use 'FrozenBN', 'BN', 'SyncBN', 'GN' or a factory)."
+        )
+    if frozen and isinstance(module, nn.modules.batchnorm._BatchNorm):
+        return FrozenBatchNorm2d(channels, eps=module.eps)
+    return module
 
 
 def _conv(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, groups: int = 1):
@@ -75,12 +78,15 @@ def _conv(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1
     )
 
 
-def _shortcut(in_channels: int, out_channels: int, stride: int, norm: str) -> nn.Module | None:
+def _shortcut(
+    in_channels: int, out_channels: int, stride: int, norm: NormSpec, frozen: bool
+) -> nn.Module | None:
     if stride == 1 and in_channels == out_channels:
         return None
     # Sequential so the names are torchvision's downsample.0 (conv) and downsample.1 (norm).
     return nn.Sequential(
-        _conv(in_channels, out_channels, 1, stride), _make_norm(norm, out_channels)
+        _conv(in_channels, out_channels, 1, stride),
+        _make_norm(norm, out_channels, frozen=frozen),
     )
 
 
@@ -90,13 +96,21 @@ class BasicBlock(nn.Module):
     ``Tensor[B, in_channels, H, W] -> Tensor[B, out_channels, ceil(H/stride), ceil(W/stride)]``.
     """
 
-    def __init__(self, *, in_channels: int, out_channels: int, stride: int = 1, norm: str) -> None:
+    def __init__(
+        self,
+        *,
+        in_channels: int,
+        out_channels: int,
+        stride: int = 1,
+        norm: NormSpec,
+        frozen: bool = False,
+    ) -> None:
         super().__init__()
         self.conv1 = _conv(in_channels, out_channels, 3, stride)
-        self.bn1 = _make_norm(norm, out_channels)
+        self.bn1 = _make_norm(norm, out_channels, frozen=frozen)
         self.conv2 = _conv(out_channels, out_channels, 3)
-        self.bn2 = _make_norm(norm, out_channels)
-        self.downsample = _shortcut(in_channels, out_channels, stride, norm)
+        self.bn2 = _make_norm(norm, out_channels, frozen=frozen)
+        self.downsample = _shortcut(in_channels, out_channels, stride, norm, frozen)
 
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
@@ -122,17 +136,18 @@ class BottleneckBlock(nn.Module):
         stride: int = 1,
         groups: int = 1,
         stride_in_1x1: bool = False,
-        norm: str,
+        norm: NormSpec,
+        frozen: bool = False,
     ) -> None:
         super().__init__()
         stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
         self.conv1 = _conv(in_channels, bottleneck_channels, 1, stride_1x1)
-        self.bn1 = _make_norm(norm, bottleneck_channels)
+        self.bn1 = _make_norm(norm, bottleneck_channels, frozen=frozen)
         self.conv2 = _conv(bottleneck_channels, bottleneck_channels, 3, stride_3x3, groups)
-        self.bn2 = _make_norm(norm, bottleneck_channels)
+        self.bn2 = _make_norm(norm, bottleneck_channels, frozen=frozen)
         self.conv3 = _conv(bottleneck_channels, out_channels, 1)
-        self.bn3 = _make_norm(norm, out_channels)
-        self.downsample = _shortcut(in_channels, out_channels, stride, norm)
+        self.bn3 = _make_norm(norm, out_channels, frozen=frozen)
+        self.downsample = _shortcut(in_channels, out_channels, stride, norm, frozen)
 
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
@@ -151,8 +166,9 @@ class ResNet(Backbone):
         freeze_at: how many leading parts are frozen: 0 nothing, 1 the stem, 2 stem and res2,
             ... 5 everything. Frozen parts get ``requires_grad=False`` and, with ``BN``/``SyncBN``,
             ``FrozenBatchNorm2d`` instead of batch statistics (Detectron2's default is 2).
-        norm: ``"FrozenBN"`` (fixed ImageNet statistics; default for small detection batches),
-            ``"BN"``, ``"SyncBN"`` or ``"GN"`` (32 groups).
+        norm: after every conv (see ``lazydet.layers.get_norm``): ``"FrozenBN"`` (fixed ImageNet
+            statistics; default for small detection batches), ``"BN"``, ``"SyncBN"``, ``"GN"``
+            (32 groups), or a class/partial called with the channel count.
         stride_in_1x1: bottleneck only; see ``BottleneckBlock``. False matches torchvision weights.
         groups, width_per_group: ResNeXt cardinality and width (torchvision's ``resnext50_32x4d``
             is ``groups=32, width_per_group=4``); bottleneck only.
@@ -165,7 +181,7 @@ class ResNet(Backbone):
         depth: int = 50,
         out_features: Sequence[str] = STAGE_NAMES,
         freeze_at: int = 2,
-        norm: str = "FrozenBN",
+        norm: NormSpec = "FrozenBN",
         stride_in_1x1: bool = False,
         groups: int = 1,
         width_per_group: int = 64,
@@ -188,10 +204,12 @@ class ResNet(Backbone):
             raise ValueError(
                 f"ResNet freeze_at={freeze_at!r} must be in 0..5 (0 nothing, 1 stem, 2 stem+res2, ...)."
             )
-        if norm not in NORMS:
+        if not has_norm(norm):
             raise ValueError(
-                f"ResNet norm={norm!r} is not supported; use one of {', '.join(NORMS)}."
+                f"ResNet norm={norm!r}: every ResNet conv is followed by a norm; use 'FrozenBN', "
+                "'BN', 'SyncBN', 'GN' or a factory (see lazydet.layers.get_norm)."
             )
+        get_norm(norm, 64, owner="ResNet norm")  # an unknown name fails here, before building
         bottleneck = depth >= 50
         if not bottleneck and (groups != 1 or width_per_group != 64):
             raise ValueError(
@@ -205,13 +223,9 @@ class ResNet(Backbone):
         self.freeze_at = freeze_at
         num_stages = STAGE_NAMES.index(self.out_features[-1]) + 1
 
-        def norm_for(part: int) -> str:
-            # Part 0 is the stem, part i the stage res{i+1}. Frozen parts never update batch
-            # statistics, so their BatchNorms become FrozenBatchNorm2d.
-            return "FrozenBN" if part < freeze_at and norm in ("BN", "SyncBN") else norm
-
         self.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = _make_norm(norm_for(0), 64)
+        # Part 0 is the stem, part i the stage res{i+1}; parts below freeze_at are frozen.
+        self.bn1 = _make_norm(norm, 64, frozen=freeze_at > 0)
 
         channels = 64
         self._out_channels: dict[str, int] = {}
@@ -221,7 +235,7 @@ class ResNet(Backbone):
             blocks: list[nn.Module] = []
             for block_index in range(_BLOCKS_PER_STAGE[depth][stage_index]):
                 block_stride = stride if block_index == 0 else 1
-                stage_norm = norm_for(stage_index + 1)
+                stage_frozen = stage_index + 1 < freeze_at
                 if bottleneck:
                     out_channels = width * 4
                     block: nn.Module = BottleneckBlock(
@@ -231,7 +245,8 @@ class ResNet(Backbone):
                         stride=block_stride,
                         groups=groups,
                         stride_in_1x1=stride_in_1x1,
-                        norm=stage_norm,
+                        norm=norm,
+                        frozen=stage_frozen,
                     )
                 else:
                     out_channels = width
@@ -239,7 +254,8 @@ class ResNet(Backbone):
                         in_channels=channels,
                         out_channels=out_channels,
                         stride=block_stride,
-                        norm=stage_norm,
+                        norm=norm,
+                        frozen=stage_frozen,
                     )
                 blocks.append(block)
                 channels = out_channels
@@ -253,7 +269,7 @@ class ResNet(Backbone):
         # He (MSRA) init for convs as torchvision and Detectron2 do; norms start as identity.
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                caffe2_msra_fill(module)
             elif isinstance(module, (nn.BatchNorm2d, nn.SyncBatchNorm, nn.GroupNorm)):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)

@@ -34,61 +34,35 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lazydet.modeling.backbone.base import Backbone, ShapeSpec
-from lazydet.modeling.backbone.fpn import (
-    LastLevelMaxPool,
-    caffe2_xavier_fill,
-    resolve_top_block_input,
-    top_block_output_shapes,
-)
+from lazydet.layers import NormSpec, ShapeSpec, caffe2_xavier_fill, conv_norm_act, get_norm
+from lazydet.modeling.backbone.base import Backbone
+from lazydet.modeling.backbone.top_block import LastLevelMaxPool, PyramidBackbone, level_name
 
-__all__ = ["ChannelLayerNorm", "SimpleFeaturePyramid"]
+__all__ = ["SimpleFeaturePyramid"]
 
 SCALE_FACTORS = (4.0, 2.0, 1.0, 0.5)
 
 
-class ChannelLayerNorm(nn.Module):
-    """LayerNorm over the channel dimension of ``Tensor[B, C, H, W]`` (each pixel normalized
-    separately), with per-channel ``weight`` and ``bias`` of shape ``[C]``; eps 1e-6 as ViTDet.
-    """
-
-    def __init__(self, channels: int, eps: float = 1e-6) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(channels))
-        self.bias = nn.Parameter(torch.zeros(channels))
-        self.eps = eps
-        self.channels = channels
-
-    def forward(self, x: Tensor) -> Tensor:
-        # F.layer_norm normalizes trailing dims, so move channels last and back.
-        x = F.layer_norm(x.permute(0, 2, 3, 1), (self.channels,), self.weight, self.bias, self.eps)
-        return x.permute(0, 3, 1, 2)
-
-
-def _norm(norm: str | None, channels: int) -> nn.Module:
-    return ChannelLayerNorm(channels) if norm == "LN" else nn.Identity()
-
-
-def _conv_norm(in_channels: int, out_channels: int, kernel_size: int, norm: str | None):
-    conv = nn.Conv2d(
-        in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=norm != "LN"
+def _conv_norm(in_channels: int, out_channels: int, kernel_size: int, norm: NormSpec):
+    return conv_norm_act(
+        in_channels,
+        out_channels,
+        kernel_size,
+        norm=norm,
+        init=caffe2_xavier_fill,
+        owner="SimpleFeaturePyramid norm",
     )
-    caffe2_xavier_fill(conv)
-    layers: list[nn.Module] = [conv]
-    if norm == "LN":
-        layers.append(ChannelLayerNorm(out_channels))
-    return nn.Sequential(*layers)
 
 
-def _resample(scale: float, channels: int, norm: str | None) -> tuple[nn.Sequential, int]:
+def _resample(scale: float, channels: int, norm: NormSpec) -> tuple[nn.Sequential, int]:
     if scale == 4.0:
+        # Identity without a norm keeps the indices (resample.2 is the GELU) of ViTDet's layout.
+        mid_norm = get_norm(norm, channels // 2, owner="SimpleFeaturePyramid norm")
         layers = [
             nn.ConvTranspose2d(channels, channels // 2, kernel_size=2, stride=2),
-            _norm(norm, channels // 2),
+            nn.Identity() if mid_norm is None else mid_norm,
             nn.GELU(),
             nn.ConvTranspose2d(channels // 2, channels // 4, kernel_size=2, stride=2),
         ]
@@ -108,7 +82,7 @@ def _resample(scale: float, channels: int, norm: str | None) -> tuple[nn.Sequent
 
 class _PyramidStage(nn.Module):
     def __init__(
-        self, *, scale: float, in_channels: int, out_channels: int, norm: str | None
+        self, *, scale: float, in_channels: int, out_channels: int, norm: NormSpec
     ) -> None:
         super().__init__()
         self.resample, channels = _resample(scale, in_channels, norm)
@@ -119,7 +93,7 @@ class _PyramidStage(nn.Module):
         return self.output(self.lateral(self.resample(x)))
 
 
-class SimpleFeaturePyramid(Backbone):
+class SimpleFeaturePyramid(PyramidBackbone):
     """Multi-scale pyramid from one feature of a plain backbone (see the module docstring).
 
     Args:
@@ -128,7 +102,9 @@ class SimpleFeaturePyramid(Backbone):
         out_channels: channels of every pyramid level.
         scale_factors: subset of ``(4.0, 2.0, 1.0, 0.5)``, decreasing (fine to coarse).
         top_block: adds coarser levels from the coarsest one (``LastLevelMaxPool()``) or None.
-        norm: ``"LN"`` (channel LayerNorm after each conv) or None (convs with bias).
+        norm: after each conv and between the x4 deconvs (see ``lazydet.layers.get_norm``):
+            ``"LN"`` (channel LayerNorm, ViTDet), another name or factory, or None (convs with
+            bias).
     """
 
     def __init__(
@@ -139,7 +115,7 @@ class SimpleFeaturePyramid(Backbone):
         out_channels: int = 256,
         scale_factors: Sequence[float] = SCALE_FACTORS,
         top_block: nn.Module | None = LastLevelMaxPool(),  # noqa: B008 (stateless, see its doc)
-        norm: str | None = "LN",
+        norm: NormSpec = "LN",
     ) -> None:
         super().__init__()
         if not isinstance(net, Backbone):
@@ -151,10 +127,6 @@ class SimpleFeaturePyramid(Backbone):
             raise ValueError(
                 f"SimpleFeaturePyramid in_feature={in_feature!r} is not an output of net "
                 f"({list(net_shapes)})."
-            )
-        if norm not in (None, "", "LN"):
-            raise ValueError(
-                f"SimpleFeaturePyramid norm={norm!r} is not supported; use 'LN' or None."
             )
         scale_factors = tuple(float(scale) for scale in scale_factors)
         if not scale_factors or list(scale_factors) != sorted(set(scale_factors), reverse=True):
@@ -178,41 +150,24 @@ class SimpleFeaturePyramid(Backbone):
                     f"SimpleFeaturePyramid: {in_feature!r} stride {in_shape.stride} with scale "
                     f"factors {scale_factors} gives stride {stride}, not a power of two."
                 )
-        self._output_shapes = {
-            f"p{int(math.log2(stride))}": ShapeSpec(channels=out_channels, stride=int(stride))
-            for stride in strides
-        }
-        self.top_block = top_block
-        self._top_block_input: str | None = None
-        if top_block is not None:
-            name, from_pyramid = resolve_top_block_input(
-                top_block,
-                pyramid_shapes=self._output_shapes,
-                bottom_up_shapes={},
-                owner="SimpleFeaturePyramid",
-            )
-            assert from_pyramid  # no bottom-up features were offered
-            self._top_block_input = name
-            self._output_shapes.update(
-                top_block_output_shapes(
-                    top_block, int(strides[-1]), out_channels, "SimpleFeaturePyramid"
+        self._init_pyramid(
+            pyramid_shapes={
+                level_name(int(stride), "SimpleFeaturePyramid"): ShapeSpec(
+                    channels=out_channels, stride=int(stride)
                 )
-            )
+                for stride in strides
+            },
+            bottom_up_shapes={},
+            top_block=top_block,
+        )
         self._size_divisibility = int(strides[-1])
 
     @property
     def size_divisibility(self) -> int:
         return max(self._size_divisibility, self.net.size_divisibility)
 
-    def output_shape(self) -> dict[str, ShapeSpec]:
-        return dict(self._output_shapes)
-
     def forward(self, images: Tensor) -> dict[str, Tensor]:
         """``images: Tensor[B, C, H, W]`` -> ``{"p2": Tensor[B, out_channels, H/4, W/4], ...}``."""
         feature = self.net(images)[self.in_feature]
-        names = list(self._output_shapes)
-        results = {name: stage(feature) for name, stage in zip(names, self.stages)}
-        if self.top_block is not None:
-            extra = self.top_block(results[self._top_block_input])
-            results.update(zip(names[len(self.stages) :], extra))
-        return results
+        results = {name: stage(feature) for name, stage in zip(self._pyramid_shapes, self.stages)}
+        return self._add_top_levels(results, {})

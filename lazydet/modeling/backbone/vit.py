@@ -31,7 +31,8 @@ unused). torchvision's ``vit_b_16`` maps too: ``conv_proj`` -> ``patch_embed.pro
 self_attention.in_proj_*, self_attention.out_proj, mlp.0, mlp.3}`` -> ``blocks.{i}.{norm1,
 norm2, attn.qkv.*, attn.proj, mlp.fc1, mlp.fc2}``.
 
-``vit_b``, ``vit_l`` and ``vit_h`` build the ViTDet sizes with ViTDet's detection settings.
+The ViTDet sizes with ViTDet's detection settings (ViT-B and ViT-L with a simple feature pyramid)
+are configs, in one place: ``conf/model/backbone/vit_b.py`` and ``vit_l.py``.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import StochasticDepth
 
-from lazydet.modeling.backbone.base import Backbone, ShapeSpec
+from lazydet.layers import ShapeSpec
+from lazydet.modeling.backbone.base import Backbone
 
 __all__ = [
     "PatchEmbed",
@@ -52,9 +54,6 @@ __all__ = [
     "ViTBlock",
     "WindowedAttention",
     "relative_position_bias",
-    "vit_b",
-    "vit_h",
-    "vit_l",
     "window_partition",
     "window_unpartition",
 ]
@@ -410,47 +409,3 @@ class ViT(Backbone):
         for block in self.blocks:
             x = block(x)
         return {self.out_feature: x.permute(0, 3, 1, 2)}
-
-
-def _evenly_spaced_global(depth: int, num_global: int = 4) -> tuple[int, ...]:
-    # ViTDet keeps num_global global blocks at the end of each depth/num_global group and makes
-    # the rest windowed, e.g. depth 12 -> windowed everywhere but blocks 2, 5, 8, 11.
-    step = max(depth // num_global, 1)
-    global_blocks = {step * (g + 1) - 1 for g in range(num_global)}
-    return tuple(i for i in range(depth) if i not in global_blocks)
-
-
-def _vitdet(**settings) -> ViT:
-    # ViTDet's detection settings shared by all sizes; keyword overrides win.
-    defaults = dict(
-        img_size=1024,
-        patch_size=16,
-        mlp_ratio=4.0,
-        qkv_bias=True,
-        use_abs_pos=True,
-        use_rel_pos=True,
-        window_size=14,
-        window_block_indexes=_evenly_spaced_global(settings.get("depth", 12)),
-    )
-    return ViT(**{**defaults, **settings})
-
-
-def vit_b(**overrides) -> ViT:
-    """ViT-B/16 with ViTDet's detection settings (768 dim, 12 blocks, 12 heads, drop path 0.1)."""
-    return _vitdet(
-        **{"embed_dim": 768, "depth": 12, "num_heads": 12, "drop_path_rate": 0.1, **overrides}
-    )
-
-
-def vit_l(**overrides) -> ViT:
-    """ViT-L/16 with ViTDet's detection settings (1024 dim, 24 blocks, 16 heads, drop path 0.4)."""
-    return _vitdet(
-        **{"embed_dim": 1024, "depth": 24, "num_heads": 16, "drop_path_rate": 0.4, **overrides}
-    )
-
-
-def vit_h(**overrides) -> ViT:
-    """ViT-H/16 with ViTDet's detection settings (1280 dim, 32 blocks, 16 heads, drop path 0.5)."""
-    return _vitdet(
-        **{"embed_dim": 1280, "depth": 32, "num_heads": 16, "drop_path_rate": 0.5, **overrides}
-    )

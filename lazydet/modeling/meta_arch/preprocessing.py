@@ -1,7 +1,6 @@
-"""Model inputs -> a normalised, padded batch: the step every meta-architecture starts with.
-
-``ImageDetector`` is the base the meta-architectures share: the backbone, the pixel statistics
-(non-persistent buffers, so checkpoints do not carry them) and ``preprocess_image``.
+"""Model inputs -> a normalised, padded batch, and the checks every meta-architecture makes on
+its inputs (images, ground truth) before any computation, so bad inputs fail with one message
+that names the input, the field and the value instead of deep inside a convolution.
 """
 
 from __future__ import annotations
@@ -10,15 +9,18 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from lazydet.structures import ImageList
+from lazydet.structures import Boxes, ImageList, Instances
 
 # ImageNet statistics in 0-255 RGB, the convention of torchvision's pretrained backbones.
 IMAGENET_RGB_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_RGB_STD = (58.395, 57.12, 57.375)
 
 InputFormat = Literal["RGB", "BGR"]
+# Model inputs: one dict per image (``image``, optional ``height``/``width``, ``instances``).
+BatchedInputs = Sequence[Mapping[str, Any]]
+INPUT_FORMATS = ("RGB", "BGR")
 
 
 def normalize_and_batch(
@@ -30,11 +32,11 @@ def normalize_and_batch(
     input_format: InputFormat = "RGB",
     owner: str,
 ) -> ImageList:
-    """Normalise each input's ``image`` and pad them into one batch.
+    """Check and normalise each input's ``image`` and pad them into one batch.
 
     Args:
         batched_inputs: one dict per image with ``image``: ``[C, H, W]`` (uint8 or float, 0-255,
-            RGB channel order as the data pipeline produces).
+            RGB channel order as the data pipeline produces), ``H, W >= 1``, finite values.
         pixel_mean, pixel_std: ``[C, 1, 1]`` tensors on the model's device, in 0-255 scale and in
             the channel order the weights expect (``input_format``).
         size_divisibility: pad height and width to multiples of this (the backbone's).
@@ -63,63 +65,106 @@ def normalize_and_batch(
                 f"{owner} input {index} has {image.shape[0]} channels but pixel_mean has "
                 f"{pixel_mean.shape[0]} values."
             )
+        if image.shape[1] == 0 or image.shape[2] == 0:
+            raise ValueError(
+                f"{owner} input {index} has an empty image of {image.shape[1]}x{image.shape[2]} "
+                "pixels (height x width); drop it from the batch or check the data pipeline's "
+                "resize and crop."
+            )
+        if image.dtype == torch.bool or image.is_complex():
+            raise ValueError(
+                f"{owner} input {index} has an image of dtype {image.dtype}; pass uint8 or float "
+                "pixel values in 0-255."
+            )
         image = image.to(pixel_mean.device, torch.float32)
         if input_format == "BGR":
             image = image.flip(0)
         images.append((image - pixel_mean) / pixel_std)
-    return ImageList.from_tensors(images, size_divisibility)
-
-
-class ImageDetector(nn.Module):
-    """Base of lazydet's meta-architectures: backbone, pixel statistics, input batching.
-
-    Args:
-        backbone: a module with ``output_shape()`` and ``size_divisibility``.
-        pixel_mean, pixel_std: per-channel normalisation (0-255 scale) in ``input_format`` order.
-        input_format: the channel order the backbone's weights expect; inputs are always RGB and
-            ``"BGR"`` flips them first (Detectron2's Caffe2-converted weights).
-    """
-
-    def __init__(
-        self,
-        *,
-        backbone: nn.Module,
-        pixel_mean: Sequence[float] = IMAGENET_RGB_MEAN,
-        pixel_std: Sequence[float] = IMAGENET_RGB_STD,
-        input_format: InputFormat = "RGB",
-    ) -> None:
-        super().__init__()
-        name = type(self).__name__
-        if not isinstance(backbone, nn.Module) or not hasattr(backbone, "output_shape"):
-            raise TypeError(
-                f"{name} backbone must be a Backbone module with output_shape(), got "
-                f"{type(backbone).__name__}."
-            )
-        if input_format not in ("RGB", "BGR"):
-            raise ValueError(f"{name} input_format must be 'RGB' or 'BGR', got {input_format!r}.")
-        if len(pixel_mean) != len(pixel_std) or any(s <= 0 for s in pixel_std):
-            raise ValueError(
-                f"{name} pixel_mean ({len(pixel_mean)} values) and pixel_std ({len(pixel_std)}) "
-                "need one value per image channel, and pixel_std must be positive."
-            )
-        self.backbone = backbone
-        self.input_format = input_format
-        mean = torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1)
-        std = torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1)
-        self.register_buffer("pixel_mean", mean, persistent=False)
-        self.register_buffer("pixel_std", std, persistent=False)
-
-    @property
-    def device(self) -> torch.device:
-        return self.pixel_mean.device
-
-    def preprocess_image(self, batched_inputs: Sequence[Mapping[str, Any]]) -> ImageList:
-        """Normalise the images and pad them into one batch (size divisible as the backbone needs)."""
-        return normalize_and_batch(
-            batched_inputs,
-            pixel_mean=self.pixel_mean,
-            pixel_std=self.pixel_std,
-            size_divisibility=self.backbone.size_divisibility,
-            input_format=self.input_format,
-            owner=type(self).__name__,
+    batch = ImageList.from_tensors(images, size_divisibility)
+    # One check (one host sync) for the whole batch; NaN pixels would otherwise give NaN
+    # features, no detections and no word of why.
+    if not torch.isfinite(batch.tensor).all():
+        bad = [i for i, image in enumerate(images) if not torch.isfinite(image).all()]
+        raise ValueError(
+            f"{owner} input(s) {bad} have NaN or infinite pixel values; fix or skip those images "
+            "(a float image must hold finite values in 0-255)."
         )
+    return batch
+
+
+def output_size(
+    inputs: Mapping[str, Any], image_size: tuple[int, int], *, index: int, owner: str
+) -> tuple[int, int]:
+    """``(height, width)`` to report an input's detections at: its ``height``/``width`` (the
+    original image before resizing) or, absent, the size of its ``image``."""
+    size = []
+    for key, default in zip(("height", "width"), image_size):
+        value = inputs.get(key, default)
+        if isinstance(value, Tensor) and value.numel() == 1:
+            value = value.item()
+        try:
+            valid = not isinstance(value, bool) and float(value).is_integer() and value > 0
+        except (TypeError, ValueError):
+            valid = False
+        if not valid:
+            raise ValueError(
+                f"{owner} input {index} has {key}={value!r}; it is the size to report detections "
+                "at (the original image's) and must be a positive integer."
+            )
+        size.append(int(value))
+    return size[0], size[1]
+
+
+def check_gt_instances(
+    batched_inputs: Sequence[Mapping[str, Any]], *, num_classes: int | None, owner: str
+) -> list[Instances]:
+    """The training targets of every input, checked: ``instances`` with ``gt_boxes`` (``Boxes``,
+    ``[N, 4]`` finite XYXY pixels) and ``gt_classes`` (``[N]`` integers in
+    ``[0, num_classes)``; ``num_classes=None`` skips the range check).
+
+    A class id outside the range (``-1``, ``num_classes`` or more) is refused rather than read as
+    "ignore" or "background": lazydet has no ignore label in ``gt_classes``.
+    """
+    targets = []
+    for index, inputs in enumerate(batched_inputs):
+        instances = inputs.get("instances")
+        if not isinstance(instances, Instances):
+            raise ValueError(
+                f"{owner} in training mode needs 'instances' (Instances with gt_boxes and "
+                f"gt_classes) in every input dict; input {index} has "
+                f"{type(instances).__name__ if 'instances' in inputs else 'none'}."
+            )
+        for field in ("gt_boxes", "gt_classes"):
+            if not instances.has(field):
+                raise ValueError(
+                    f"{owner} input {index}: instances lack '{field}'; training needs gt_boxes "
+                    "(Boxes, XYXY pixels) and gt_classes (int64 class ids)."
+                )
+        boxes, classes = instances.gt_boxes, instances.gt_classes
+        if not isinstance(boxes, Boxes):
+            raise ValueError(
+                f"{owner} input {index}: gt_boxes must be a Boxes, got {type(boxes).__name__}."
+            )
+        bad_boxes = (~torch.isfinite(boxes.tensor).all(dim=1)).nonzero().flatten()
+        if len(bad_boxes) > 0:
+            raise ValueError(
+                f"{owner} input {index}: gt_boxes {bad_boxes.tolist()} have NaN or infinite "
+                f"coordinates ({boxes.tensor[bad_boxes[0]].tolist()}); fix or drop those "
+                "annotations."
+            )
+        if classes.is_floating_point() or classes.dtype == torch.bool:
+            raise ValueError(
+                f"{owner} input {index}: gt_classes must hold integer class ids, got dtype "
+                f"{classes.dtype}."
+            )
+        if num_classes is not None and len(classes) > 0:
+            bad = ((classes < 0) | (classes >= num_classes)).nonzero().flatten()
+            if len(bad) > 0:
+                raise ValueError(
+                    f"{owner} input {index}: gt_classes {classes[bad].unique().tolist()} (at "
+                    f"instances {bad.tolist()[:10]}) are outside [0, {num_classes}); the model has "
+                    f"{num_classes} classes. Map the dataset's category ids to 0..{num_classes - 1}"
+                    " and drop, rather than label -1, the annotations to ignore."
+                )
+        targets.append(instances)
+    return targets

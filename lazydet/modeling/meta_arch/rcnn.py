@@ -3,52 +3,28 @@ one class with different ``roi_heads`` (box only, + mask head, + keypoint head).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
 
-import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from lazydet.layers import ModuleOrFactory, build_module
 from lazydet.modeling.backbone.base import Backbone
+from lazydet.modeling.meta_arch.base import ImageDetector
 from lazydet.modeling.meta_arch.preprocessing import (
     IMAGENET_RGB_MEAN,
     IMAGENET_RGB_STD,
-    ImageDetector,
+    BatchedInputs,
     InputFormat,
 )
-from lazydet.modeling.postprocessing import detector_postprocess
+from lazydet.modeling.postprocessing import MaskPaste, detector_postprocess
 from lazydet.structures import ImageList, Instances
-
-
-def build_from_backbone(
-    part: nn.Module | Callable[..., nn.Module] | None, what: str, backbone: Backbone
-) -> nn.Module | None:
-    """``part`` as is when it is a module (or None), else ``part(input_shape=backbone.output_shape())``.
-
-    This is how a config that is written before the backbone exists sizes the heads from it:
-    ``roi_heads=L(StandardROIHeads)(num_classes=80, _partial_=True)`` instantiates to a
-    ``functools.partial`` that receives the shapes here.
-    """
-    if part is None or isinstance(part, nn.Module):
-        return part
-    if not callable(part):
-        raise TypeError(
-            f"GeneralizedRCNN {what} must be an nn.Module or a callable taking input_shape (a "
-            f"class or functools.partial, e.g. L(...)(..., _partial_=True)), got "
-            f"{type(part).__name__}."
-        )
-    module = part(input_shape=backbone.output_shape())
-    if not isinstance(module, nn.Module):
-        raise TypeError(
-            f"GeneralizedRCNN {what} factory returned {type(module).__name__}, not a module."
-        )
-    return module
 
 
 class GeneralizedRCNN(ImageDetector):
     """Two-stage detector: a backbone, a proposal generator and ROI heads.
 
-    Inputs are ``list[dict]``, one per image:
+    Inputs (checked as in every lazydet detector, ``ImageDetector``) are ``list[dict]``, one per
+    image:
 
     * ``image``: ``[3, H, W]`` tensor, 0-255 values (uint8 or float), RGB channel order;
     * ``instances`` (training): ``Instances`` with ``gt_boxes`` (``Boxes``, XYXY pixels of
@@ -78,42 +54,55 @@ class GeneralizedRCNN(ImageDetector):
         input_format: the channel order the backbone's weights expect. Inputs are always RGB;
             ``"BGR"`` flips them before normalising (Detectron2's Caffe2-converted weights).
         mask_threshold: probability at which pasted masks are binarised (None: keep floats).
+        mask_paste: how box-relative masks are pasted into the image: ``"torchvision"``
+            (``paste_masks_in_image``) or ``"detectron2"`` (``paste_masks_grid_sample``).
     """
 
     def __init__(
         self,
         *,
         backbone: Backbone,
-        proposal_generator: nn.Module | Callable[..., nn.Module] | None,
-        roi_heads: nn.Module | Callable[..., nn.Module],
+        proposal_generator: ModuleOrFactory | None,
+        roi_heads: ModuleOrFactory,
         pixel_mean: Sequence[float] = IMAGENET_RGB_MEAN,
         pixel_std: Sequence[float] = IMAGENET_RGB_STD,
         input_format: InputFormat = "RGB",
         mask_threshold: float | None = 0.5,
+        mask_paste: MaskPaste = "torchvision",
     ) -> None:
         super().__init__(
             backbone=backbone, pixel_mean=pixel_mean, pixel_std=pixel_std, input_format=input_format
         )
         if roi_heads is None:
             raise ValueError("GeneralizedRCNN needs roi_heads (e.g. StandardROIHeads).")
-        self.proposal_generator = build_from_backbone(
-            proposal_generator, "proposal_generator", backbone
+        # Factories (L(...)(..., _partial_=True) in a config) are sized from the backbone here.
+        self.proposal_generator = build_module(
+            proposal_generator,
+            owner="GeneralizedRCNN",
+            what="proposal_generator",
+            input_shape=backbone.output_shape(),
         )
-        self.roi_heads = build_from_backbone(roi_heads, "roi_heads", backbone)
-        self.mask_threshold = mask_threshold
-
-    def forward(
-        self, batched_inputs: Sequence[Mapping[str, Any]]
-    ) -> dict[str, Tensor] | list[dict[str, Instances]]:
-        if not self.training:
-            return self.inference(batched_inputs)
-        images = self.preprocess_image(batched_inputs)
-        if any("instances" not in inputs for inputs in batched_inputs):
+        self.roi_heads = build_module(
+            roi_heads,
+            owner="GeneralizedRCNN",
+            what="roi_heads",
+            input_shape=backbone.output_shape(),
+        )
+        if mask_paste not in ("torchvision", "detectron2"):
             raise ValueError(
-                "GeneralizedRCNN in training mode needs 'instances' (gt_boxes, gt_classes, ...) "
-                "in every input dict."
+                f"GeneralizedRCNN mask_paste must be 'torchvision' or 'detectron2', got "
+                f"{mask_paste!r}."
             )
-        gt_instances = [inputs["instances"].to(self.device) for inputs in batched_inputs]
+        self.mask_threshold = mask_threshold
+        self.mask_paste = mask_paste
+
+    @property
+    def num_classes(self) -> int | None:
+        return getattr(self.roi_heads, "num_classes", None)
+
+    def compute_losses(
+        self, batched_inputs: BatchedInputs, images: ImageList, gt_instances: list[Instances]
+    ) -> dict[str, Tensor]:
         features = self.backbone(images.tensor)
         proposals, proposal_losses = self._proposals(batched_inputs, images, features, gt_instances)
         _, detector_losses = self.roi_heads(images, features, proposals, gt_instances)
@@ -124,34 +113,24 @@ class GeneralizedRCNN(ImageDetector):
             )
         return {**proposal_losses, **detector_losses}
 
-    @torch.no_grad()
-    def inference(
-        self, batched_inputs: Sequence[Mapping[str, Any]], *, do_postprocess: bool = True
-    ) -> list[dict[str, Instances]]:
-        """Detections per image: at the inputs' ``height``/``width`` when ``do_postprocess``,
-        else in the coordinates of the (resized) input image with box-relative masks."""
-        images = self.preprocess_image(batched_inputs)
+    def detect(self, batched_inputs: BatchedInputs, images: ImageList) -> list[Instances]:
         features = self.backbone(images.tensor)
         proposals, _ = self._proposals(batched_inputs, images, features, None)
         detections, _ = self.roi_heads(images, features, proposals, None)
-        if not do_postprocess:
-            return [{"instances": d} for d in detections]
-        outputs = []
-        for result, inputs, image_size in zip(detections, batched_inputs, images.image_sizes):
-            height = int(inputs.get("height", image_size[0]))
-            width = int(inputs.get("width", image_size[1]))
-            outputs.append(
-                {
-                    "instances": detector_postprocess(
-                        result, height, width, mask_threshold=self.mask_threshold
-                    )
-                }
-            )
-        return outputs
+        return detections
+
+    def rescale_detections(self, result: Instances, height: int, width: int) -> Instances:
+        return detector_postprocess(
+            result,
+            height,
+            width,
+            mask_threshold=self.mask_threshold,
+            mask_paste=self.mask_paste,
+        )
 
     def _proposals(
         self,
-        batched_inputs: Sequence[Mapping[str, Any]],
+        batched_inputs: BatchedInputs,
         images: ImageList,
         features: Mapping[str, Tensor],
         gt_instances: Sequence[Instances] | None,

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 from torchvision.ops import sigmoid_focal_loss
 
+from lazydet.layers import ModuleOrFactory, NormSpec, build_module, conv_norm_act_stack, normal_fill
 from lazydet.modeling.anchor_generator import DefaultAnchorGenerator, shared_head_channels
-from lazydet.modeling.backbone.base import Backbone, ShapeSpec
+from lazydet.modeling.backbone.base import Backbone
+from lazydet.modeling.backbone.top_block import PyramidBackbone
 from lazydet.modeling.box_coder import (
     Box2BoxTransform,
     BoxRegressionLossType,
@@ -19,18 +21,18 @@ from lazydet.modeling.box_coder import (
     check_box_reg_loss_type,
 )
 from lazydet.modeling.matcher import Matcher
+from lazydet.modeling.meta_arch.base import ImageDetector
 from lazydet.modeling.meta_arch.preprocessing import (
     IMAGENET_RGB_MEAN,
     IMAGENET_RGB_STD,
-    ImageDetector,
+    BatchedInputs,
+    InputFormat,
 )
-from lazydet.modeling.postprocessing import detector_postprocess
 from lazydet.ops import batched_nms
-from lazydet.structures import Boxes, Instances, pairwise_iou
+from lazydet.structures import Boxes, ImageList, Instances, pairwise_iou
+from lazydet.utils.comm import all_reduce_mean
 
 RetinaNetLossNormalizer = Literal["ema", "per_image"]
-
-# ImageNet statistics in 0-255 RGB, the convention of torchvision's pretrained backbones.
 
 
 class RetinaNetHead(nn.Module):
@@ -44,9 +46,8 @@ class RetinaNetHead(nn.Module):
         prior_probability: initial foreground probability of every logit; the classifier's
             bias starts at ``-log((1 - p) / p)`` so the ~100k background anchors do not swamp
             the first iterations' loss (Sec. 4.1 of the paper).
-        norm_layer: called with a channel count to build a normalisation layer after each conv
-            (e.g. ``functools.partial(nn.GroupNorm, 32)``), or None for no normalisation (then
-            the convs have a bias).
+        norm: after each tower conv (see ``lazydet.layers.get_norm``): a name such as ``"GN"``,
+            a class/partial called with the channel count, or None (then the convs have a bias).
     """
 
     def __init__(
@@ -57,7 +58,7 @@ class RetinaNetHead(nn.Module):
         num_classes: int,
         num_convs: int = 4,
         prior_probability: float = 0.01,
-        norm_layer: Callable[[int], nn.Module] | None = None,
+        norm: NormSpec = None,
     ) -> None:
         super().__init__()
         if in_channels <= 0 or num_anchors <= 0 or num_classes <= 0 or num_convs < 0:
@@ -70,30 +71,21 @@ class RetinaNetHead(nn.Module):
             raise ValueError(f"prior_probability must be within (0, 1), got {prior_probability}.")
         self.num_classes = num_classes
         self.num_anchors = num_anchors
-        self.cls_subnet = self._tower(in_channels, num_convs, norm_layer)
-        self.bbox_subnet = self._tower(in_channels, num_convs, norm_layer)
+        # Conv (+ norm) + ReLU, num_convs times; Normal(0, 0.01) weights and zero biases (paper).
+        dims = [in_channels] * num_convs
+        self.cls_subnet = conv_norm_act_stack(
+            in_channels, dims, 3, norm=norm, init=normal_fill, owner="RetinaNetHead norm"
+        )
+        self.bbox_subnet = conv_norm_act_stack(
+            in_channels, dims, 3, norm=norm, init=normal_fill, owner="RetinaNetHead norm"
+        )
         self.cls_score = nn.Conv2d(in_channels, num_anchors * num_classes, 3, padding=1)
         self.bbox_pred = nn.Conv2d(in_channels, num_anchors * 4, 3, padding=1)
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.normal_(module.weight, std=0.01)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+        normal_fill(self.cls_score)
+        normal_fill(self.bbox_pred)
         nn.init.constant_(
             self.cls_score.bias, -math.log((1 - prior_probability) / prior_probability)
         )
-
-    @staticmethod
-    def _tower(
-        channels: int, num_convs: int, norm_layer: Callable[[int], nn.Module] | None
-    ) -> nn.Sequential:
-        layers: list[nn.Module] = []
-        for _ in range(num_convs):
-            layers.append(nn.Conv2d(channels, channels, 3, padding=1, bias=norm_layer is None))
-            if norm_layer is not None:
-                layers.append(norm_layer(channels))
-            layers.append(nn.ReLU())
-        return nn.Sequential(*layers)
 
     def forward(self, features: Sequence[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
         """Per level: logits ``[B, A * num_classes, H, W]`` and deltas ``[B, A * 4, H, W]``."""
@@ -109,35 +101,14 @@ def _flatten_per_anchor(prediction: Tensor, values_per_anchor: int) -> Tensor:
     return prediction.permute(0, 3, 4, 1, 2).reshape(batch, -1, values_per_anchor)
 
 
-def _with_top_block(
-    input_shape: dict[str, ShapeSpec], top_block: nn.Module | None
-) -> dict[str, ShapeSpec]:
-    """The backbone's levels plus those ``top_block`` adds after its input level ``pK``."""
-    if top_block is None:
-        return dict(input_shape)
-    source = getattr(top_block, "in_feature", None)
-    if source not in input_shape or not str(source).startswith("p"):
-        raise ValueError(
-            f"RetinaNet top_block.in_feature={source!r} must name a pyramid level of the backbone "
-            f"outputs {sorted(input_shape)}, e.g. 'p5'."
-        )
-    spec = input_shape[source]
-    channels = top_block.p7.out_channels if hasattr(top_block, "p7") else spec.channels
-    level = int(source[1:])
-    extra = {
-        f"p{level + i + 1}": ShapeSpec(channels=channels, stride=spec.stride * 2 ** (i + 1))
-        for i in range(top_block.num_levels)
-    }
-    return {**input_shape, **extra}
-
-
 class RetinaNet(ImageDetector):
     """RetinaNet: backbone, dense head over anchors, focal loss, per-class NMS.
 
-    Inputs are ``list[dict]``: ``image`` a ``[C, H, W]`` tensor (0-255, in the channel order of
-    ``pixel_mean``), in training ``instances`` with ``gt_boxes`` (``Boxes``, XYXY pixels of the
-    given image) and ``gt_classes`` (int64 in ``[0, num_classes)``), and optionally ``height`` /
-    ``width``: the size to report detections at (the original image before resizing).
+    Inputs, input checks and ``inference(batched_inputs, *, do_postprocess=True)`` are those of
+    every lazydet detector (``ImageDetector``): ``image`` a ``[C, H, W]`` RGB tensor (0-255), in
+    training ``instances`` with ``gt_boxes`` (``Boxes``, XYXY pixels of the given image) and
+    ``gt_classes`` (int64 in ``[0, num_classes)``), and optionally ``height`` / ``width``: the
+    size to report detections at (the original image before resizing).
 
     Training returns ``{"loss_cls", "loss_box_reg"}``; inference returns per image
     ``{"instances": Instances(pred_boxes=Boxes, scores=Tensor, pred_classes=Tensor)}``.
@@ -163,12 +134,19 @@ class RetinaNet(ImageDetector):
         topk_candidates: candidates kept per level (highest scores) before NMS.
         nms_threshold: IoU threshold of the per-class NMS.
         max_detections_per_image: detections kept per image.
-        pixel_mean, pixel_std: per-channel normalisation of the input images.
-        top_block: extra pyramid levels computed by the detector from one backbone output, e.g.
-            ``LastLevelP6P7(in_feature="p5", ...)`` adds ``p6`` and ``p7`` (replacing the
-            backbone's own ``p6``). It lets RetinaNet's ``p3..p7`` sit on any backbone option of
-            the ``p2..p6`` contract (ResNet+FPN or ViT+SimpleFeaturePyramid) without a RetinaNet
-            variant of each; it is torchvision's ``retinanet_resnet50_fpn`` layout (P6 from P5).
+        clip_before_nms: clip the candidate boxes to the image before the per-class NMS
+            (torchvision's order, the default), or run the NMS on the unclipped boxes and clip
+            the kept ones afterwards (Detectron2's order; False). They differ near the border,
+            where two boxes that overlap only inside the image suppress each other once clipped.
+        pixel_mean, pixel_std, input_format: see ``ImageDetector``.
+        top_block: extra pyramid levels for the head, given to the backbone
+            (``backbone.set_top_block``, ``lazydet.modeling.backbone.top_block``): e.g.
+            ``LastLevelP6P7(in_feature="p5", ...)`` replaces the backbone's ``p6`` by ``p6`` and
+            ``p7`` from ``p5`` (torchvision's RetinaNet) and ``in_feature="res5"`` (with
+            ``in_channels`` of res5) computes them from the ResNet's ``res5`` (the paper's and
+            Detectron2's RetinaNet). It lets RetinaNet's ``p3..p7`` sit on any backbone option of
+            the ``p2..p6`` contract; the parameters live at ``backbone.top_block.*``, where
+            Detectron2's checkpoints have them. None keeps the backbone as it is.
     """
 
     def __init__(
@@ -178,7 +156,7 @@ class RetinaNet(ImageDetector):
         head_in_features: Sequence[str],
         anchor_generator: DefaultAnchorGenerator,
         num_classes: int,
-        head: Callable[..., nn.Module] | nn.Module = RetinaNetHead,
+        head: ModuleOrFactory = RetinaNetHead,
         anchor_matcher: Matcher | None = None,
         box2box_transform: Box2BoxTransform | None = None,
         focal_loss_alpha: float = 0.25,
@@ -191,12 +169,24 @@ class RetinaNet(ImageDetector):
         topk_candidates: int = 1000,
         nms_threshold: float = 0.5,
         max_detections_per_image: int = 100,
+        clip_before_nms: bool = True,
         pixel_mean: Sequence[float] = IMAGENET_RGB_MEAN,
         pixel_std: Sequence[float] = IMAGENET_RGB_STD,
+        input_format: InputFormat = "RGB",
         top_block: nn.Module | None = None,
     ) -> None:
-        super().__init__(backbone=backbone, pixel_mean=pixel_mean, pixel_std=pixel_std)
-        input_shape = _with_top_block(backbone.output_shape(), top_block)
+        super().__init__(
+            backbone=backbone, pixel_mean=pixel_mean, pixel_std=pixel_std, input_format=input_format
+        )
+        if top_block is not None:
+            if not isinstance(backbone, PyramidBackbone):
+                raise TypeError(
+                    f"RetinaNet top_block needs a pyramid backbone (FPN, SimpleFeaturePyramid) to "
+                    f"attach it to, got {type(backbone).__name__}; build the extra levels into "
+                    "the backbone instead and set top_block=None."
+                )
+            backbone.set_top_block(top_block)
+        input_shape = backbone.output_shape()
         head_in_features = list(head_in_features)
         in_channels = shared_head_channels(
             "RetinaNet", input_shape, head_in_features, anchor_generator
@@ -206,19 +196,17 @@ class RetinaNet(ImageDetector):
                 f"loss_normalizer must be 'ema' or 'per_image', got {loss_normalizer!r}."
             )
         check_box_reg_loss_type(box_reg_loss_type)
-        self.top_block = top_block
         self.head_in_features = head_in_features
         self.strides = [input_shape[name].stride for name in head_in_features]
         self.anchor_generator = anchor_generator
         self.num_classes = num_classes
-        self.head = (
-            head
-            if isinstance(head, nn.Module)
-            else head(
-                in_channels=in_channels,
-                num_anchors=anchor_generator.num_cell_anchors[0],
-                num_classes=num_classes,
-            )
+        self.head = build_module(
+            head,
+            owner="RetinaNet",
+            what="head",
+            in_channels=in_channels,
+            num_anchors=anchor_generator.num_cell_anchors[0],
+            num_classes=num_classes,
         )
         self.anchor_matcher = anchor_matcher or Matcher(
             thresholds=[0.4, 0.5], labels=[0, -1, 1], allow_low_quality_matches=True
@@ -230,25 +218,45 @@ class RetinaNet(ImageDetector):
         self.smooth_l1_beta = smooth_l1_beta
         self.loss_normalizer = loss_normalizer
         self.loss_normalizer_momentum = loss_normalizer_momentum
-        # Running number of foreground anchors per batch; 100 is a typical early-training value,
-        # so the first iterations are neither over- nor under-weighted.
-        self.foreground_ema = 100.0
+        # Running number of foreground anchors per batch (averaged over processes); 100 is a
+        # typical early-training value, so the first iterations are neither over- nor
+        # under-weighted. A buffer: checkpoints carry it, so a resumed run continues it.
+        self.register_buffer("foreground_ema", torch.tensor(100.0))
         self.score_threshold = score_threshold
         self.topk_candidates = topk_candidates
         self.nms_threshold = nms_threshold
         self.max_detections_per_image = max_detections_per_image
+        self.clip_before_nms = bool(clip_before_nms)
 
-    def forward(
-        self, batched_inputs: Sequence[Mapping[str, Any]]
-    ) -> dict[str, Tensor] | list[dict[str, Instances]]:
-        images = self.preprocess_image(batched_inputs)
+    def compute_losses(
+        self, batched_inputs: BatchedInputs, images: ImageList, gt_instances: list[Instances]
+    ) -> dict[str, Tensor]:
+        anchors, level_logits, level_deltas = self.predict(images)
+        gt_classes, matched_gt_boxes = self.label_anchors(anchors, gt_instances)
+        return self.losses(anchors, level_logits, level_deltas, gt_classes, matched_gt_boxes)
+
+    def detect(self, batched_inputs: BatchedInputs, images: ImageList) -> list[Instances]:
+        anchors, level_logits, level_deltas = self.predict(images)
+        return self.decode_detections(anchors, level_logits, level_deltas, images.image_sizes)
+
+    def predict(self, images: ImageList) -> tuple[list[Boxes], list[Tensor], list[Tensor]]:
+        """Anchors and the head's outputs of a batch.
+
+        Returns:
+            Per level: ``Boxes`` of ``R_l`` anchors, class logits ``[B, R_l, num_classes]`` and
+            box deltas ``[B, R_l, 4]`` (anchor order: location-major, then cell anchor).
+        """
         features = self.backbone(images.tensor)
-        if self.top_block is not None:
-            extra = self.top_block(features[self.top_block.in_feature])
-            first = int(self.top_block.in_feature[1:]) + 1
-            features = {**features, **{f"p{first + i}": x for i, x in enumerate(extra)}}
+        missing = [name for name in self.head_in_features if name not in features]
+        if missing:
+            raise ValueError(
+                f"RetinaNet head_in_features {missing} are not among the backbone outputs "
+                f"{sorted(features)}."
+            )
         level_features = [features[name] for name in self.head_in_features]
-        anchors = self.anchor_generator(level_features, self.strides)
+        anchors = self.anchor_generator(
+            level_features, self.strides, padded_size=images.tensor.shape[-2:]
+        )
         level_logits, level_deltas = self.head(level_features)
         level_logits = [_flatten_per_anchor(x, self.num_classes) for x in level_logits]
         level_deltas = [_flatten_per_anchor(x, 4) for x in level_deltas]
@@ -262,21 +270,7 @@ class RetinaNet(ImageDetector):
                     "num_anchors = the anchor generator's num_cell_anchors and num_classes = "
                     f"{self.num_classes}."
                 )
-
-        if self.training:
-            if any("instances" not in inputs for inputs in batched_inputs):
-                raise ValueError("RetinaNet in training mode needs 'instances' in every input.")
-            gt_instances = [inputs["instances"].to(self.device) for inputs in batched_inputs]
-            gt_classes, matched_gt_boxes = self.label_anchors(anchors, gt_instances)
-            return self.losses(anchors, level_logits, level_deltas, gt_classes, matched_gt_boxes)
-
-        results = self.inference(anchors, level_logits, level_deltas, images.image_sizes)
-        outputs = []
-        for result, inputs, image_size in zip(results, batched_inputs, images.image_sizes):
-            height = int(inputs.get("height", image_size[0]))
-            width = int(inputs.get("width", image_size[1]))
-            outputs.append({"instances": detector_postprocess(result, height, width)})
-        return outputs
+        return anchors, level_logits, level_deltas
 
     @torch.no_grad()
     def label_anchors(
@@ -366,16 +360,21 @@ class RetinaNet(ImageDetector):
                 "loss_cls": (loss_cls / per_image).mean(),
                 "loss_box_reg": (loss_box / per_image).mean(),
             }
-        num_foreground = max(int(foreground.sum()), 1)
-        momentum = self.loss_normalizer_momentum
-        self.foreground_ema = momentum * self.foreground_ema + (1 - momentum) * num_foreground
+        with torch.no_grad():
+            # Every process takes the same step (the mean of their counts), so the normaliser,
+            # and with it the loss scale, is the same on every GPU.
+            num_foreground = foreground.sum().to(torch.float32).clamp(min=1)
+            num_foreground = all_reduce_mean(num_foreground)
+            momentum = self.loss_normalizer_momentum
+            normalizer = momentum * self.foreground_ema + (1 - momentum) * num_foreground
+            self.foreground_ema.copy_(normalizer)
         return {
-            "loss_cls": loss_cls.sum() / self.foreground_ema,
-            "loss_box_reg": loss_box.sum() / self.foreground_ema,
+            "loss_cls": loss_cls.sum() / normalizer,
+            "loss_box_reg": loss_box.sum() / normalizer,
         }
 
     @torch.no_grad()
-    def inference(
+    def decode_detections(
         self,
         anchors: Sequence[Boxes],
         level_logits: Sequence[Tensor],
@@ -385,8 +384,9 @@ class RetinaNet(ImageDetector):
         """Detections per image, in the coordinates of the (resized, unpadded) input image.
 
         Per level, the ``topk_candidates`` (anchor, class) pairs with probability above
-        ``score_threshold`` are decoded and clipped to the image; then per-class NMS over all
-        levels keeps the best ``max_detections_per_image``.
+        ``score_threshold`` are decoded; then per-class NMS over all levels keeps the best
+        ``max_detections_per_image``. Boxes are clipped to the image before the NMS, or after it
+        with ``clip_before_nms=False``.
         """
         results = []
         for image, image_size in enumerate(image_sizes):
@@ -401,7 +401,9 @@ class RetinaNet(ImageDetector):
                 boxes = self.box2box_transform.apply_deltas(
                     deltas[image][anchor_idxs], level_anchors.tensor[anchor_idxs]
                 )
-                boxes_all.append(Boxes(boxes).clip(image_size).tensor)
+                if self.clip_before_nms:
+                    boxes = Boxes(boxes).clip(image_size).tensor
+                boxes_all.append(boxes)
                 scores_all.append(scores)
                 classes_all.append(candidate_idxs % self.num_classes)
             boxes, scores, classes = (
@@ -412,10 +414,13 @@ class RetinaNet(ImageDetector):
             keep = batched_nms(
                 boxes, scores, classes, self.nms_threshold, max_keep=self.max_detections_per_image
             )
+            kept_boxes = Boxes(boxes[keep])
+            if not self.clip_before_nms:
+                kept_boxes.clip(image_size)
             results.append(
                 Instances(
                     image_size,
-                    pred_boxes=Boxes(boxes[keep]),
+                    pred_boxes=kept_boxes,
                     scores=scores[keep],
                     pred_classes=classes[keep],
                 )

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from types import MappingProxyType
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lazydet.layers import (
+    ModuleOrFactory,
+    ShapeSpec,
+    build_module,
+    conv_norm_act_stack,
+    normal_fill,
+)
 from lazydet.modeling.anchor_generator import DefaultAnchorGenerator, shared_head_channels
-from lazydet.modeling.backbone.base import ShapeSpec
 from lazydet.modeling.box_coder import (
     Box2BoxTransform,
     BoxRegressionLossType,
@@ -24,24 +29,6 @@ from lazydet.ops import batched_nms
 from lazydet.structures import Boxes, ImageList, Instances, pairwise_iou
 
 LossNormalizer = Literal["batch_size", "num_sampled"]
-
-# Options that make RPN behave as torchvision's RegionProposalNetwork in its Faster R-CNN
-# (together with DefaultAnchorGenerator(..., round_base_anchors=True) and cell_anchor_order
-# "ratio_major"): smooth-L1 with beta 1/9, both losses averaged over the sampled anchors, boxes
-# narrower than 1e-3 px dropped, 2000 proposals kept per image in training.
-TORCHVISION_RPN_OPTIONS: Mapping[str, object] = MappingProxyType(
-    {
-        "smooth_l1_beta": 1.0 / 9,
-        "loss_normalizer": "num_sampled",
-        "min_box_size": 1e-3,
-        "pre_nms_topk_train": 2000,
-        "pre_nms_topk_test": 1000,
-        "post_nms_topk_train": 2000,
-        "post_nms_topk_test": 1000,
-        "nms_threshold": 0.7,
-        "nms_per_level": True,
-    }
-)
 
 
 class StandardRPNHead(nn.Module):
@@ -74,20 +61,16 @@ class StandardRPNHead(nn.Module):
                 f"got in_channels={in_channels}, num_anchors={num_anchors}, num_convs={num_convs}."
             )
         conv_channels = in_channels if conv_channels is None else conv_channels
-        layers: list[nn.Module] = []
-        channels = in_channels
-        for _ in range(num_convs):
-            layers += [nn.Conv2d(channels, conv_channels, kernel_size=3, padding=1), nn.ReLU()]
-            channels = conv_channels
-        self.convs = nn.Sequential(*layers)
+        dims = [conv_channels] * num_convs
+        # Normal(0, 0.01) weights and zero biases everywhere, as Detectron2 and torchvision.
+        self.convs = conv_norm_act_stack(in_channels, dims, 3, init=normal_fill)
+        channels = dims[-1] if dims else in_channels
         self.objectness_logits = nn.Conv2d(channels, num_anchors, kernel_size=1)
         self.anchor_deltas = nn.Conv2d(channels, num_anchors * box_dim, kernel_size=1)
+        normal_fill(self.objectness_logits)
+        normal_fill(self.anchor_deltas)
         self.num_anchors = num_anchors
         self.box_dim = box_dim
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.normal_(module.weight, std=0.01)
-                nn.init.zeros_(module.bias)
 
     def forward(self, features: Sequence[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
         """Per level: objectness logits ``[B, A, H, W]`` and deltas ``[B, A * box_dim, H, W]``."""
@@ -146,7 +129,7 @@ class RPN(nn.Module):
         input_shape: Mapping[str, ShapeSpec],
         in_features: Sequence[str],
         anchor_generator: DefaultAnchorGenerator,
-        head: Callable[..., nn.Module] | nn.Module = StandardRPNHead,
+        head: ModuleOrFactory = StandardRPNHead,
         anchor_matcher: Matcher | None = None,
         box2box_transform: Box2BoxTransform | None = None,
         batch_size_per_image: int = 256,
@@ -183,10 +166,8 @@ class RPN(nn.Module):
         self.strides = [input_shape[name].stride for name in in_features]
         self.anchor_generator = anchor_generator
         num_anchors = anchor_generator.num_cell_anchors[0]
-        self.head = (
-            head
-            if isinstance(head, nn.Module)
-            else head(in_channels=in_channels, num_anchors=num_anchors)
+        self.head = build_module(
+            head, owner="RPN", what="head", in_channels=in_channels, num_anchors=num_anchors
         )
         self.anchor_matcher = anchor_matcher or Matcher(
             thresholds=[0.3, 0.7], labels=[0, -1, 1], allow_low_quality_matches=True
@@ -214,7 +195,8 @@ class RPN(nn.Module):
         """Proposals for each image, and the losses in training.
 
         Args:
-            images: the batch; only ``image_sizes`` (unpadded ``(height, width)``) is used.
+            images: the batch; its ``image_sizes`` (unpadded ``(height, width)``) and padded
+                size (for anchors spaced by it) are used.
             features: the backbone's feature maps, ``[B, C, H_l, W_l]`` for each in_feature.
             gt_instances: in training, per image ``Instances`` with ``gt_boxes`` (XYXY pixels).
 
@@ -227,7 +209,9 @@ class RPN(nn.Module):
         if missing:
             raise ValueError(f"RPN got features {sorted(features)}, missing {missing}.")
         level_features = [features[name] for name in self.in_features]
-        anchors = self.anchor_generator(level_features, self.strides)
+        anchors = self.anchor_generator(
+            level_features, self.strides, padded_size=images.tensor.shape[-2:]
+        )
         level_logits, level_deltas = self.head(level_features)
         # [B, A, H, W] -> [B, H * W * A] and [B, A * 4, H, W] -> [B, H * W * A, 4]: the order of
         # the anchors (location-major, then cell anchor).

@@ -3,7 +3,6 @@
 from lazydet.modeling.roi_heads.box_head import FastRCNNConvFCHead
 from lazydet.modeling.roi_heads.fast_rcnn import (
     FAST_RCNN_BOX_WEIGHTS,
-    TORCHVISION_FAST_RCNN_OPTIONS,
     FastRCNNOutputLayers,
     fast_rcnn_inference,
 )
@@ -14,14 +13,12 @@ from lazydet.modeling.roi_heads.keypoint_head import (
     keypoint_rcnn_loss,
 )
 from lazydet.modeling.roi_heads.mask_head import (
-    TORCHVISION_MASK_HEAD_OPTIONS,
     MaskRCNNConvUpsampleHead,
     mask_rcnn_inference,
     mask_rcnn_loss,
     mask_rcnn_targets,
 )
 from lazydet.modeling.roi_heads.roi_heads import (
-    TORCHVISION_ROI_HEADS_OPTIONS,
     ROIPooler,
     StandardROIHeads,
     select_foreground_proposals,
@@ -29,9 +26,6 @@ from lazydet.modeling.roi_heads.roi_heads import (
 
 __all__ = [
     "FAST_RCNN_BOX_WEIGHTS",
-    "TORCHVISION_FAST_RCNN_OPTIONS",
-    "TORCHVISION_MASK_HEAD_OPTIONS",
-    "TORCHVISION_ROI_HEADS_OPTIONS",
     "FastRCNNConvFCHead",
     "FastRCNNOutputLayers",
     "KRCNNConvDeconvUpsampleHead",

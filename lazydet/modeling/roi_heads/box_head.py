@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from torch import Tensor, nn
+
+from lazydet.layers import NormSpec, caffe2_msra_fill, caffe2_xavier_fill, conv_norm_act_stack
 
 
 def _pair(size: int | Sequence[int], what: str) -> tuple[int, int]:
@@ -29,8 +31,8 @@ class FastRCNNConvFCHead(nn.Module):
         pooler_resolution: ``P`` or ``(P_h, P_w)``, the pooled feature size.
         conv_dims: output channels of each 3x3 conv.
         fc_dims: output size of each fully connected layer.
-        conv_norm: called with a channel count to build a norm layer after each conv (e.g.
-            ``functools.partial(nn.GroupNorm, 32)``); None: no norm, convs keep their bias.
+        norm: after each conv (see ``lazydet.layers.get_norm``): a name such as ``"GN"``, a
+            class/partial called with the channel count, or None (no norm, convs keep their bias).
 
     ``forward(x: Tensor[R, in_channels, P_h, P_w]) -> Tensor[R, output_size]``; ``output_size`` is
     ``fc_dims[-1]``, or the flattened conv output size when ``fc_dims`` is empty.
@@ -43,7 +45,7 @@ class FastRCNNConvFCHead(nn.Module):
         pooler_resolution: int | Sequence[int],
         conv_dims: Sequence[int] = (),
         fc_dims: Sequence[int] = (1024, 1024),
-        conv_norm: Callable[[int], nn.Module] | None = None,
+        norm: NormSpec = None,
     ) -> None:
         super().__init__()
         height, width = _pair(pooler_resolution, "FastRCNNConvFCHead pooler_resolution")
@@ -54,26 +56,18 @@ class FastRCNNConvFCHead(nn.Module):
             )
         if not conv_dims and not fc_dims:
             raise ValueError("FastRCNNConvFCHead needs at least one conv or fc layer.")
-        layers: list[nn.Module] = []
-        channels = in_channels
-        for dim in conv_dims:
-            conv = nn.Conv2d(channels, dim, kernel_size=3, padding=1, bias=conv_norm is None)
-            # He init (fan_out) for convs followed by ReLU, as Detectron2's "MSRA fill".
-            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
-            if conv.bias is not None:
-                nn.init.zeros_(conv.bias)
-            layers.append(conv)
-            if conv_norm is not None:
-                layers.append(conv_norm(dim))
-            layers.append(nn.ReLU())
-            channels = dim
+        # Convs followed by ReLU get He init (fan_out), Detectron2's "MSRA fill".
+        owner = "FastRCNNConvFCHead norm"
+        convs = conv_norm_act_stack(
+            in_channels, conv_dims, norm=norm, init=caffe2_msra_fill, owner=owner
+        )
+        layers: list[nn.Module] = list(convs)
+        channels = conv_dims[-1] if conv_dims else in_channels
         layers.append(nn.Flatten())
         size = channels * height * width
         for dim in fc_dims:
             fc = nn.Linear(size, dim)
-            # Detectron2's "Caffe2 Xavier fill": uniform with a = 1, zero bias.
-            nn.init.kaiming_uniform_(fc.weight, a=1)
-            nn.init.zeros_(fc.bias)
+            caffe2_xavier_fill(fc)
             layers += [fc, nn.ReLU()]
             size = dim
         self.layers = nn.Sequential(*layers)

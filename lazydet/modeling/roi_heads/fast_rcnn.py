@@ -27,15 +27,6 @@ from lazydet.structures import Boxes, Instances
 # regression targets of proposals (which are already close to their boxes) to about unit variance.
 FAST_RCNN_BOX_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
 
-# Options that make FastRCNNOutputLayers compute torchvision's RoIHeads losses and
-# postprocess_detections: smooth-L1 with beta 1/9 and boxes narrower than 1e-2 px dropped at
-# inference (score threshold 0.05, NMS 0.5, 100 detections and weights (10, 10, 5, 5) are already
-# the defaults of both).
-TORCHVISION_FAST_RCNN_OPTIONS: dict[str, object] = {
-    "smooth_l1_beta": 1.0 / 9,
-    "min_box_size": 1e-2,
-}
-
 
 class FastRCNNOutputLayers(nn.Module):
     """Two linear layers on the box head's features: class logits and box deltas.

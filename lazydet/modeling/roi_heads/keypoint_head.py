@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lazydet.layers import caffe2_msra_fill, conv_norm_act_stack
 from lazydet.structures import Instances, Keypoints
 
 KeypointScoreType = Literal["logit", "probability"]
@@ -58,20 +59,14 @@ class KRCNNConvDeconvUpsampleHead(nn.Module):
             )
         if score_type not in ("logit", "probability"):
             raise ValueError(f"score_type must be 'logit' or 'probability', got {score_type!r}.")
-        layers: list[nn.Module] = []
-        channels = in_channels
-        for dim in conv_dims:
-            layers += [nn.Conv2d(channels, dim, kernel_size=3, padding=1), nn.ReLU()]
-            channels = dim
-        self.convs = nn.Sequential(*layers)
+        # He init (fan_out) and zero biases for the convs and the deconv, as Detectron2.
+        self.convs = conv_norm_act_stack(in_channels, conv_dims, 3, init=caffe2_msra_fill)
+        channels = conv_dims[-1] if conv_dims else in_channels
         # kernel 4, stride 2, padding 1 doubles the size exactly: out = 2 * in.
         self.score_lowres = nn.ConvTranspose2d(
             channels, num_keypoints, kernel_size=4, stride=2, padding=1
         )
-        for module in (*self.convs, self.score_lowres):
-            if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(module.bias)
+        caffe2_msra_fill(self.score_lowres)
         self.num_keypoints = num_keypoints
         self.loss_weight = loss_weight
         self.score_type = score_type

@@ -7,21 +7,15 @@ turns it into an image-sized mask.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lazydet.layers import NormSpec, caffe2_msra_fill, conv_norm_act_stack
 from lazydet.ops import roi_align
 from lazydet.structures import BitMasks, Instances, PolygonMasks
-
-# torchvision's Mask R-CNN crops its mask targets with RoIAlign aligned=False and trains on the
-# soft (unthresholded) crops; Detectron2 uses aligned=True and thresholds them at 0.5.
-TORCHVISION_MASK_HEAD_OPTIONS: dict[str, object] = {
-    "target_aligned": False,
-    "binarize_targets": False,
-}
 
 
 class MaskRCNNConvUpsampleHead(nn.Module):
@@ -37,7 +31,8 @@ class MaskRCNNConvUpsampleHead(nn.Module):
         num_classes: foreground classes (given by ``StandardROIHeads``).
         conv_dims: output channels of the 3x3 convs; the deconv keeps the last one
             (``in_channels`` when empty).
-        conv_norm: called with a channel count to build a norm layer after each conv, or None.
+        norm: after each conv (see ``lazydet.layers.get_norm``): a name, a class/partial called
+            with the channel count, or None.
         cls_agnostic_mask: predict one mask per ROI instead of one per class.
         loss_weight: multiplier of ``loss_mask``.
         target_aligned: crop the ground-truth masks with RoIAlign ``aligned=True`` (Detectron2)
@@ -54,7 +49,7 @@ class MaskRCNNConvUpsampleHead(nn.Module):
         in_channels: int,
         num_classes: int,
         conv_dims: Sequence[int] = (256, 256, 256, 256),
-        conv_norm: Callable[[int], nn.Module] | None = None,
+        norm: NormSpec = None,
         cls_agnostic_mask: bool = False,
         loss_weight: float = 1.0,
         target_aligned: bool = True,
@@ -67,23 +62,15 @@ class MaskRCNNConvUpsampleHead(nn.Module):
                 f"got in_channels={in_channels}, num_classes={num_classes}, "
                 f"conv_dims={tuple(conv_dims)}."
             )
-        layers: list[nn.Module] = []
-        channels = in_channels
-        for dim in conv_dims:
-            conv = nn.Conv2d(channels, dim, kernel_size=3, padding=1, bias=conv_norm is None)
-            layers.append(conv)
-            if conv_norm is not None:
-                layers.append(conv_norm(dim))
-            layers.append(nn.ReLU())
-            channels = dim
-        self.convs = nn.Sequential(*layers)
+        # Convs and deconv are followed by ReLU: He init (fan_out), Detectron2's "MSRA fill".
+        owner = "MaskRCNNConvUpsampleHead norm"
+        self.convs = conv_norm_act_stack(
+            in_channels, conv_dims, norm=norm, init=caffe2_msra_fill, owner=owner
+        )
+        channels = conv_dims[-1] if conv_dims else in_channels
         self.deconv = nn.ConvTranspose2d(channels, channels, kernel_size=2, stride=2)
         self.predictor = nn.Conv2d(channels, 1 if cls_agnostic_mask else num_classes, 1)
-        for module in (*self.convs, self.deconv):
-            if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+        caffe2_msra_fill(self.deconv)
         # A small predictor init (Detectron2) starts every mask near probability 0.5.
         nn.init.normal_(self.predictor.weight, std=0.001)
         nn.init.zeros_(self.predictor.bias)

@@ -4,48 +4,21 @@ mask and keypoint branches (Faster, Mask and Keypoint R-CNN differ only in which
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from lazydet.modeling.backbone.base import ShapeSpec
+from lazydet.layers import ModuleOrFactory, ShapeSpec, build_module
 from lazydet.modeling.matcher import Matcher
 from lazydet.modeling.roi_heads.box_head import FastRCNNConvFCHead
 from lazydet.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers
 from lazydet.modeling.sampling import subsample_labels
 from lazydet.ops import multilevel_roi_align, roi_align
 from lazydet.structures import Boxes, ImageList, Instances, pairwise_iou
-
-# Options that make StandardROIHeads sample and pool as torchvision's RoIHeads with
-# MultiScaleRoIAlign(sampling_ratio=2) (which uses aligned=False). Combine with
-# TORCHVISION_FAST_RCNN_OPTIONS for the box predictor and TORCHVISION_MASK_HEAD_OPTIONS for the
-# mask head. The level mapping constants (224, level 4) are the same in both.
-TORCHVISION_ROI_HEADS_OPTIONS: dict[str, object] = {
-    "pooler_sampling_ratio": 2,
-    "pooler_aligned": False,
-}
-
-ModuleOrFactory = nn.Module | Callable[..., nn.Module]
-
-
-def _build(part: ModuleOrFactory | None, what: str, **shape_kwargs: object) -> nn.Module | None:
-    """A module given as is, or built by calling a factory (class or partial) with its shapes."""
-    if part is None or isinstance(part, nn.Module):
-        return part
-    if not callable(part):
-        raise TypeError(
-            f"StandardROIHeads {what} must be an nn.Module or a callable that builds one (a class "
-            f"or functools.partial, e.g. L(...)(..., _partial_=True)), got {type(part).__name__}."
-        )
-    module = part(**shape_kwargs)
-    if not isinstance(module, nn.Module):
-        raise TypeError(
-            f"StandardROIHeads {what} factory returned a {type(module).__name__}, not an nn.Module."
-        )
-    return module
 
 
 class ROIPooler(nn.Module):
@@ -236,8 +209,12 @@ class StandardROIHeads(nn.Module):
             )
 
         self.box_pooler = pooler(box_pooler_resolution)
-        self.box_head = _build(
-            box_head, "box_head", in_channels=in_channels, pooler_resolution=box_pooler_resolution
+        build = functools.partial(build_module, owner="StandardROIHeads")
+        self.box_head = build(
+            box_head,
+            what="box_head",
+            in_channels=in_channels,
+            pooler_resolution=box_pooler_resolution,
         )
         head_size = getattr(self.box_head, "output_size", None)
         if not isinstance(box_predictor, nn.Module) and not isinstance(head_size, int):
@@ -245,17 +222,17 @@ class StandardROIHeads(nn.Module):
                 f"StandardROIHeads box_head {type(self.box_head).__name__} has no int attribute "
                 "output_size to size the box_predictor; add one or pass a built box_predictor."
             )
-        self.box_predictor = _build(
-            box_predictor, "box_predictor", input_size=head_size, num_classes=num_classes
+        self.box_predictor = build(
+            box_predictor, what="box_predictor", input_size=head_size, num_classes=num_classes
         )
         self.mask_pooler = pooler(mask_pooler_resolution) if mask_head is not None else None
-        self.mask_head = _build(
-            mask_head, "mask_head", in_channels=in_channels, num_classes=num_classes
+        self.mask_head = build(
+            mask_head, what="mask_head", in_channels=in_channels, num_classes=num_classes
         )
         self.keypoint_pooler = (
             pooler(keypoint_pooler_resolution) if keypoint_head is not None else None
         )
-        self.keypoint_head = _build(keypoint_head, "keypoint_head", in_channels=in_channels)
+        self.keypoint_head = build(keypoint_head, what="keypoint_head", in_channels=in_channels)
         self.proposal_matcher = proposal_matcher or Matcher(
             thresholds=[0.5], labels=[0, 1], allow_low_quality_matches=False
         )
