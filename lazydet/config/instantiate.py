@@ -40,7 +40,12 @@ def _plain(cfg: Any) -> Any:
 class _Builder:
     def __init__(self, root: Any, refs: Mapping[str, Any]) -> None:
         self.root = root
-        self.memo: dict[str, Any] = dict(refs)
+        # Objects built here, by builder path. ``refs`` are keyed by whole-config keys: when
+        # ``root`` is itself a part of a config, builder paths are relative to it and may spell
+        # the same as a ref key (``lr_scheduler.optimizer`` vs ref("optimizer")), so they are kept
+        # apart; at the top of a config the two coincide and a given ref stands for its node.
+        self.refs = dict(refs)
+        self.memo: dict[str, Any] = {} if path_of(root) else dict(refs)
         # Interpolations resolve against the whole config that ``root`` is part of: the builder
         # path ``path`` is the config key ``key_prefix + path[len(path_prefix):]``.
         self.interpolations = Interpolations(root_of(root))
@@ -82,6 +87,8 @@ class _Builder:
         return node
 
     def resolve_ref(self, target: str, path: str) -> Any:
+        if target in self.refs:  # a given object wins over a builder path of the same spelling
+            return self.refs[target]
         if target in self.memo:
             value = self.memo[target]
             if value is _BUILDING:

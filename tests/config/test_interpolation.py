@@ -15,6 +15,7 @@ from lazydet.config import (
     compose,
     instantiate,
     load,
+    ref,
     resolve,
     save,
     validate,
@@ -92,3 +93,16 @@ def test_resolve_gives_the_values_on_request(fixture_conf, tmp_path, monkeypatch
     monkeypatch.setenv("LAZYDET_CONFIG_PATH", f"{user}:{fixture_conf}")
     cfg = compose("interp", ["width=6"])
     assert resolve(cfg).net.channels == 6 and cfg.net.channels == "${width}"
+
+
+def test_refs_given_to_a_part_of_a_config_do_not_collide_with_its_argument_names():
+    # schedule.lr_scheduler has an argument named 'optimizer' that is ref("optimizer"): building
+    # the part alone with refs={"optimizer": obj} must hand over obj, not report a cycle.
+    cfg = Config(
+        optimizer=L(dict)(lr=0.1),
+        schedule=dict(lr_scheduler=L(dict)(optimizer=ref("optimizer"), step="${optimizer.lr}")),
+    )
+    given = object()
+    built = instantiate(cfg.schedule.lr_scheduler, refs={"optimizer": given})
+    assert built["optimizer"] is given
+    assert built["step"] == 0.1
