@@ -6,6 +6,7 @@ trainer, the evaluators and the models call them unconditionally.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -23,6 +24,14 @@ def get_world_size() -> int:
 
 def get_rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def get_local_rank() -> int:
+    """This process's index on its machine (its GPU): ``LOCAL_RANK`` as set by torchrun, SLURM
+    (through ``lazydet.engine.launch``) or spawned workers; 0 without a process group."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return 0
+    return int(os.environ.get("LOCAL_RANK", "0"))
 
 
 def is_main_process() -> bool:

@@ -1,0 +1,87 @@
+"""Mask R-CNN on the bundled shapes set, sized to train on a laptop CPU in minutes (no download)."""
+
+from lazydet.config import L
+from lazydet.engine.train_config import TrainConfig
+from lazydet.modeling.anchor_generator import DefaultAnchorGenerator
+from lazydet.modeling.backbone import FPN, LastLevelMaxPool, ResNet
+from lazydet.modeling.meta_arch import GeneralizedRCNN
+from lazydet.modeling.proposal import RPN, StandardRPNHead
+from lazydet.modeling.roi_heads import (
+    FastRCNNConvFCHead,
+    FastRCNNOutputLayers,
+    MaskRCNNConvUpsampleHead,
+    StandardROIHeads,
+)
+
+from ._dataloader import detection_dataloader
+
+defaults = {"dataset": "shapes", "optimizer": "sgd", "schedule": "quickstart"}
+
+# Measured (docs/benchmarks.md): 0.37 s per iteration on 2 idle CPU cores, so the 1200 iterations
+# of schedule=quickstart take ~7.5 minutes; bbox AP 0.59, segm AP 0.54 on shapes_val.
+
+# The shapes are 18-56 px wide in 128 px images, so three pyramid levels (strides 4, 8, 16) with
+# anchors of 16, 32 and 64 px cover them; the backbone stops at res4 and FPN runs at 64 channels:
+# every step of a CPU run goes to convolutions, and most of COCO's capacity would sit idle here.
+model = L(GeneralizedRCNN)(
+    backbone=L(FPN)(
+        # No pretrained weights can be assumed, so nothing is frozen and BatchNorm trains.
+        bottom_up=L(ResNet)(
+            depth=18, out_features=["res2", "res3", "res4"], freeze_at=0, norm="BN"
+        ),
+        in_features=["res2", "res3", "res4"],
+        out_channels=64,
+        top_block=None,
+    ),
+    proposal_generator=L(RPN)(
+        in_features=["p2", "p3", "p4"],
+        anchor_generator=L(DefaultAnchorGenerator)(
+            sizes=[[16], [32], [64]], aspect_ratios=[0.5, 1.0, 2.0]
+        ),
+        head=L(StandardRPNHead)(_partial_=True),
+        batch_size_per_image=128,
+        pre_nms_topk_train=400,
+        pre_nms_topk_test=400,
+        post_nms_topk_train=100,
+        post_nms_topk_test=100,
+        _partial_=True,
+    ),
+    roi_heads=L(StandardROIHeads)(
+        num_classes="${dataset.num_classes}",
+        in_features=["p2", "p3", "p4"],
+        box_head=L(FastRCNNConvFCHead)(fc_dims=[256], _partial_=True),
+        box_predictor=L(FastRCNNOutputLayers)(_partial_=True),
+        mask_head=L(MaskRCNNConvUpsampleHead)(conv_dims=[64, 64], _partial_=True),
+        batch_size_per_image=64,
+        positive_fraction=0.25,
+        # A 56 px box (the largest shape) pools from p4, 28 px from p3, 14 px from p2.
+        canonical_box_size=56,
+        canonical_level=4,
+        _partial_=True,
+    ),
+)
+
+dataloader = detection_dataloader(use_masks=True, total_batch_size=8)
+# Native resolution: no multi-scale, the shapes are already small.
+dataloader["train"].mapper.augmentations.short_edge_length = 128
+dataloader["train"].num_workers = 1
+dataloader["test"].mapper.augmentations.short_edge_length = 128
+dataloader["test"].num_workers = 1
+
+# A CPU run of minutes: save every 100 iterations so a Ctrl-C or a kill loses little.
+train = L(TrainConfig)(
+    init_checkpoint=None,
+    seed=0,
+    resume=True,
+    checkpoint_period=100,
+    max_to_keep=3,
+    eval_period=0,
+    log_period=20,
+    amp=None,
+    clip_grad_norm=None,
+    grad_accum_steps=1,
+    device=None,
+    num_processes=None,
+    sync_bn=False,
+    reference_world_size=None,
+)
