@@ -2,6 +2,7 @@
 
 from lazydet.config import L
 from lazydet.engine.train_config import TrainConfig
+from lazydet.evaluation import COCOEvaluator
 from lazydet.modeling.anchor_generator import DefaultAnchorGenerator
 from lazydet.modeling.backbone import FPN, LastLevelMaxPool, ResNet
 from lazydet.modeling.meta_arch import GeneralizedRCNN
@@ -85,3 +86,6 @@ train = L(TrainConfig)(
     sync_bn=False,
     reference_world_size=None,
 )
+
+# Evaluated on shapes_val after the last iteration (train.eval_period=N: every N iterations too).
+evaluator = L(COCOEvaluator)(dataset_name="${dataset.test}")

@@ -153,6 +153,51 @@ def predict_images(
     return failed
 
 
+def save_prediction_grid(
+    predictor: Any,
+    images: list[Path],
+    output_path: Path,
+    *,
+    score_threshold: float = 0.5,
+    columns: int = 4,
+) -> Path:
+    """Draw the predictions of ``images`` and tile them into one PNG at ``output_path``.
+
+    Each tile is drawn by :func:`lazydet.utils.visualizer.draw_instances` and scaled to the size
+    of the first; the grid has ``columns`` tiles a row. Written atomically (temp file, rename).
+    """
+    from PIL import Image
+
+    from lazydet.evaluation.predictor import to_image_tensor
+    from lazydet.utils.visualizer import draw_instances
+
+    if not images:
+        raise ValueError("save_prediction_grid: no images to draw.")
+    tensors = [to_image_tensor(p, what=f"image {str(p)!r}") for p in images]
+    tiles = [
+        draw_instances(
+            image,
+            instances,
+            class_names=predictor.class_names,
+            keypoint_names=predictor.keypoint_names,
+            skeleton=predictor.keypoint_skeleton,
+            score_threshold=score_threshold,
+        )
+        for image, instances in zip(tensors, predictor.predict(tensors))
+    ]
+    tile_w, tile_h = tiles[0].size
+    columns = max(1, min(columns, len(tiles)))
+    rows = -(-len(tiles) // columns)
+    grid = Image.new("RGB", (columns * tile_w, rows * tile_h), "white")
+    for i, tile in enumerate(tiles):
+        grid.paste(tile.resize((tile_w, tile_h)), ((i % columns) * tile_w, (i // columns) * tile_h))
+    output_path = Path(output_path)
+    partial = output_path.with_name(f".{output_path.name}.partial")
+    grid.save(partial, format="PNG")
+    partial.replace(output_path)
+    return output_path
+
+
 def show_ground_truth(dataset_name: str, output_dir: Path, *, max_images: int = 20) -> int:
     """Draw the first ``max_images`` images of a registered dataset with their annotations."""
     from lazydet.data import DatasetCatalog, MetadataCatalog, read_image

@@ -50,7 +50,9 @@ class _Builder:
         # path ``path`` is the config key ``key_prefix + path[len(path_prefix):]``.
         self.interpolations = Interpolations(root_of(root))
         self.path_prefix, self.key_prefix = "", path_of(root)
-        self._owners: dict[int, Interpolations] = {id(self.interpolations.root): self.interpolations}
+        self._owners: dict[int, Interpolations] = {
+            id(self.interpolations.root): self.interpolations
+        }
 
     def interpolated(self, text: str, path: str) -> Any:
         key = _join(self.key_prefix, path[len(self.path_prefix) :].lstrip("."))

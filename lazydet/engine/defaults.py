@@ -260,6 +260,10 @@ def train_built(
     eval_hook = None
     if built.get("evaluator") is not None:
         test_loader = dataloader.get("test") if isinstance(dataloader, Mapping) else None
+        if getattr(built["evaluator"], "output_dir", False) is None:
+            # An evaluator that can write its results (COCOEvaluator) writes them into the run
+            # directory unless the config says where, so a run's AP can be checked from its files.
+            built["evaluator"].output_dir = output_dir
         evaluate = evaluation_function(built["evaluator"], unwrap_model(model), test_loader)
         eval_hook = EvalHook(evaluate, period=train_cfg.eval_period)
         hooks.append(eval_hook)
