@@ -1,23 +1,63 @@
 """What torchvision's ``*_resnet50_fpn`` R-CNNs do differently from Detectron2's recipe.
 
-Shared by the ``torchvision_*_rcnn_fpn`` presets; each option is named in the modules it belongs
-to (``TORCHVISION_RPN_OPTIONS`` etc.), so this only applies them to an R-CNN model config.
+The one home of these options (the modules keep Detectron2's defaults and name each option;
+this file says which values are torchvision's). Shared by the ``torchvision_*_rcnn_fpn``
+presets; ``torchvision_retinanet_fpn`` uses ``use_torchvision_anchors``.
 """
 
-from lazydet.modeling.proposal import TORCHVISION_RPN_OPTIONS
-from lazydet.modeling.roi_heads import (
-    TORCHVISION_FAST_RCNN_OPTIONS,
-    TORCHVISION_MASK_HEAD_OPTIONS,
-    TORCHVISION_ROI_HEADS_OPTIONS,
+from types import MappingProxyType
+
+# RPN as torchvision's RegionProposalNetwork in its Faster R-CNN: smooth-L1 with beta 1/9, both
+# losses averaged over the sampled anchors, boxes narrower than 1e-3 px dropped, 2000 proposals
+# kept per image in training, NMS within each level.
+TORCHVISION_RPN_OPTIONS = MappingProxyType(
+    {
+        "smooth_l1_beta": 1.0 / 9,
+        "loss_normalizer": "num_sampled",
+        "min_box_size": 1e-3,
+        "pre_nms_topk_train": 2000,
+        "pre_nms_topk_test": 1000,
+        "post_nms_topk_train": 2000,
+        "post_nms_topk_test": 1000,
+        "nms_threshold": 0.7,
+        "nms_per_level": True,
+    }
 )
+
+# StandardROIHeads sampling and pooling as torchvision's RoIHeads with
+# MultiScaleRoIAlign(sampling_ratio=2), which uses aligned=False. The level mapping constants
+# (224, level 4) are the same in both.
+TORCHVISION_ROI_HEADS_OPTIONS = MappingProxyType(
+    {"pooler_sampling_ratio": 2, "pooler_aligned": False}
+)
+
+# FastRCNNOutputLayers as torchvision's RoIHeads losses and postprocess_detections: smooth-L1
+# with beta 1/9 and boxes narrower than 1e-2 px dropped at inference (score threshold 0.05,
+# NMS 0.5, 100 detections and weights (10, 10, 5, 5) are already the defaults of both).
+TORCHVISION_FAST_RCNN_OPTIONS = MappingProxyType({"smooth_l1_beta": 1.0 / 9, "min_box_size": 1e-2})
+
+# torchvision's Mask R-CNN crops its mask targets with RoIAlign aligned=False and trains on the
+# soft (unthresholded) crops; Detectron2 uses aligned=True and thresholds them at 0.5.
+TORCHVISION_MASK_HEAD_OPTIONS = MappingProxyType(
+    {"target_aligned": False, "binarize_targets": False}
+)
+
+
+def use_torchvision_anchors(anchor_generator) -> None:
+    """torchvision's anchors on a ``DefaultAnchorGenerator`` config, in place: cell anchors
+    rounded to whole pixels, ordered ratio-major, and spaced by ``padded size // feature size``
+    (not the level's stride) so that images whose padded size is not a multiple of the coarsest
+    stride (most images at torchvision's default 800-pixel short side) get torchvision's
+    anchors."""
+    anchor_generator.round_base_anchors = True
+    anchor_generator.cell_anchor_order = "ratio_major"
+    anchor_generator.spacing = "padded_size"
 
 
 def use_torchvision_numerics(model) -> None:
     """Set torchvision's anchors, RPN, pooling, box and mask options on ``model``, in place."""
     rpn = model.proposal_generator
-    # torchvision rounds its cell anchors to whole pixels and orders them ratio-major.
-    rpn.anchor_generator.round_base_anchors = True
-    rpn.anchor_generator.cell_anchor_order = "ratio_major"
+    use_torchvision_anchors(rpn.anchor_generator)
     for key, value in TORCHVISION_RPN_OPTIONS.items():
         rpn[key] = value
     for key, value in TORCHVISION_ROI_HEADS_OPTIONS.items():

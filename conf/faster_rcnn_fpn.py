@@ -7,6 +7,7 @@ from lazydet.modeling.proposal import RPN, StandardRPNHead
 from lazydet.modeling.roi_heads import FastRCNNConvFCHead, FastRCNNOutputLayers, StandardROIHeads
 
 from ._dataloader import detection_dataloader
+from ._train import train_node
 
 defaults = {
     "model/backbone": "resnet50",
@@ -21,7 +22,7 @@ model = L(GeneralizedRCNN)(
     backbone=MISSING,
     proposal_generator=L(RPN)(
         in_features=["p2", "p3", "p4", "p5", "p6"],
-        # One size per level (4x the level's stride... 32 at p2 up to 512 at p6), three ratios.
+        # One size per level, 8x the level's stride (32 at p2 up to 512 at p6), three ratios.
         anchor_generator=L(DefaultAnchorGenerator)(
             sizes=[[32], [64], [128], [256], [512]], aspect_ratios=[0.5, 1.0, 2.0]
         ),
@@ -44,4 +45,4 @@ model = L(GeneralizedRCNN)(
 )
 
 dataloader = detection_dataloader()
-train = dict(init_checkpoint=None, seed=0)
+train = train_node(eval_period=5000)

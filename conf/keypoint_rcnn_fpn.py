@@ -10,6 +10,4 @@ defaults = {**defaults, "dataset": "coco2017_keypoints"}
 model.roi_heads.keypoint_head = L(KRCNNConvDeconvUpsampleHead)(
     num_keypoints="${dataset.num_keypoints}", conv_dims=[512] * 8, _partial_=True
 )
-# Person keypoints: fewer positives per image than boxes, as in Detectron2's recipe.
-model.roi_heads.batch_size_per_image = 512
 dataloader = detection_dataloader(use_keypoints=True)

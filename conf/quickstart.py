@@ -1,7 +1,6 @@
 """Mask R-CNN on the bundled shapes set, sized to train on a laptop CPU in minutes (no download)."""
 
 from lazydet.config import L
-from lazydet.engine.train_config import TrainConfig
 from lazydet.evaluation import COCOEvaluator
 from lazydet.modeling.anchor_generator import DefaultAnchorGenerator
 from lazydet.modeling.backbone import FPN, LastLevelMaxPool, ResNet
@@ -15,6 +14,7 @@ from lazydet.modeling.roi_heads import (
 )
 
 from ._dataloader import detection_dataloader
+from ._train import train_node
 
 defaults = {"dataset": "shapes", "optimizer": "sgd", "schedule": "quickstart"}
 
@@ -70,22 +70,7 @@ dataloader["test"].mapper.augmentations.short_edge_length = 128
 dataloader["test"].num_workers = 1
 
 # A CPU run of minutes: save every 100 iterations so a Ctrl-C or a kill loses little.
-train = L(TrainConfig)(
-    init_checkpoint=None,
-    seed=0,
-    resume=True,
-    checkpoint_period=100,
-    max_to_keep=3,
-    eval_period=0,
-    log_period=20,
-    amp=None,
-    clip_grad_norm=None,
-    grad_accum_steps=1,
-    device=None,
-    num_processes=None,
-    sync_bn=False,
-    reference_world_size=None,
-)
+train = train_node(checkpoint_period=100)
 
 # Evaluated on shapes_val after the last iteration (train.eval_period=N: every N iterations too).
 evaluator = L(COCOEvaluator)(dataset_name="${dataset.test}")

@@ -1,4 +1,11 @@
-"""RetinaNet on a p2..p6 backbone with P6/P7 from P5 (Detectron2's COCO recipe)."""
+"""RetinaNet (Detectron2's COCO recipe) on any p2..p6 backbone option, P6/P7 from P5.
+
+``model.top_block`` is given to the backbone (``backbone.top_block``), replacing its ``p6``:
+from ``p5`` as torchvision's RetinaNet, which every backbone option has. Detectron2's RetinaNet
+computes P6/P7 from ``res5`` instead: ``model.top_block.in_feature=res5
+model.top_block.in_channels=2048`` on a ResNet-50 (``detectron2_retinanet_fpn`` writes that
+layout out in full, for Detectron2's checkpoints).
+"""
 
 from lazydet.config import MISSING, L
 from lazydet.modeling.anchor_generator import DefaultAnchorGenerator
@@ -6,6 +13,7 @@ from lazydet.modeling.backbone import LastLevelP6P7
 from lazydet.modeling.meta_arch.retinanet import RetinaNet
 
 from ._dataloader import detection_dataloader
+from ._train import train_node
 
 defaults = {
     "model/backbone": "resnet50",
@@ -27,4 +35,4 @@ model = L(RetinaNet)(
 )
 
 dataloader = detection_dataloader()
-train = dict(init_checkpoint=None, seed=0)
+train = train_node(eval_period=5000)

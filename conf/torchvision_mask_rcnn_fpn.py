@@ -1,10 +1,11 @@
 """Mask R-CNN R-50-FPN with torchvision's numerics, for torchvision's COCO weights.
 
 The architecture of ``mask_rcnn_fpn`` with what torchvision's model does differently
-(``_torchvision_numerics.py``): rounded, ratio-major anchors; torchvision's RPN settings
-(smooth-L1 beta 1/9, loss averaged over the sampled anchors, 2000 training proposals, boxes
-under 1e-3 px dropped); RoIAlign with sampling ratio 2 and ``aligned=False``; detections under
-1e-2 px dropped. Loaded with torchvision's ``maskrcnn_resnet50_fpn_coco-*.pth``
+(``_torchvision_numerics.py``): rounded, ratio-major anchors spaced by ``padded size //
+feature size`` (torchvision's, not the stride on P6 of most images); torchvision's RPN
+settings (smooth-L1 beta 1/9, loss averaged over the sampled anchors, 2000 training proposals,
+boxes under 1e-3 px dropped); RoIAlign with sampling ratio 2 and ``aligned=False``; detections
+under 1e-2 px dropped. Loaded with torchvision's ``maskrcnn_resnet50_fpn_coco-*.pth``
 (``train.init_checkpoint=...``), it returns torchvision's detections
 (``tests/modeling/test_torchvision_equivalence.py``); lazydet's class ``c`` is torchvision's
 label ``c + 1`` (lazydet has no background class 0).

@@ -3,7 +3,9 @@
 torchvision's ``retinanet_resnet50_fpn``: P3-P5 from a ResNet-50 FPN on ``res3..res5`` (no P2:
 the backbone is written here, so this experiment has no ``model/backbone`` choice) and P6/P7 from
 P5; and what torchvision does differently from Detectron2: anchor sizes truncated to whole
-pixels and rounded, ratio-major anchor order (the head's output channels follow it), plain L1 box
+pixels and rounded, ratio-major anchor order (the head's output channels follow it), anchors
+spaced by ``padded size // feature size`` (``DefaultAnchorGenerator(spacing="padded_size")``,
+which is not the stride on images padded to a size P7's stride 128 does not divide), plain L1 box
 loss with a per-image normaliser, and up to 300 detections per image. Loaded with torchvision's
 ``retinanet_resnet50_fpn_coco-*.pth`` (``train.init_checkpoint=...``), it returns torchvision's
 detections (``tests/modeling/test_torchvision_equivalence.py``).
@@ -12,6 +14,7 @@ detections (``tests/modeling/test_torchvision_equivalence.py``).
 from lazydet.config import L
 from lazydet.modeling.backbone import FPN, ResNet
 
+from ._torchvision_numerics import use_torchvision_anchors
 from .retinanet_fpn import *
 
 defaults = {group: option for group, option in defaults.items() if group != "model/backbone"}
@@ -25,8 +28,7 @@ model.backbone = L(FPN)(
 model.anchor_generator.sizes = [
     [size, int(size * 2 ** (1 / 3)), int(size * 2 ** (2 / 3))] for size in (32, 64, 128, 256, 512)
 ]
-model.anchor_generator.round_base_anchors = True
-model.anchor_generator.cell_anchor_order = "ratio_major"
+use_torchvision_anchors(model.anchor_generator)
 model.smooth_l1_beta = 0.0
 model.loss_normalizer = "per_image"
 model.score_threshold = 0.05

@@ -9,10 +9,11 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from lazydet.modeling.backbone.base import ShapeSpec
+from lazydet.layers import ShapeSpec
 from lazydet.structures import Boxes
 
 CellAnchorOrder = Literal["size_major", "ratio_major"]
+AnchorSpacing = Literal["stride", "padded_size"]
 
 
 class DefaultAnchorGenerator(nn.Module):
@@ -41,6 +42,13 @@ class DefaultAnchorGenerator(nn.Module):
             follow: ``"size_major"`` (Detectron2: for each size, every ratio) or
             ``"ratio_major"`` (torchvision: for each ratio, every size). Only matters with several
             sizes per level; matters for loading a checkpoint trained with the other order.
+        spacing: how far apart a level's anchors are. ``"stride"`` (Detectron2): the level's
+            stride, as the backbone reports it. ``"padded_size"`` (torchvision): per axis, the
+            padded batch size divided (integer division) by the feature map size, e.g.
+            ``800 // 13 = 61`` rather than 64 for P6 of an 800-pixel batch (P6 is
+            ``ceil(25 / 2) = 13`` cells). The two agree when the padded size is a multiple of
+            every level's stride; torchvision's weights expect the second on other sizes.
+            ``forward`` then needs ``padded_size``.
     """
 
     def __init__(
@@ -51,6 +59,7 @@ class DefaultAnchorGenerator(nn.Module):
         offset: float = 0.0,
         round_base_anchors: bool = False,
         cell_anchor_order: CellAnchorOrder = "size_major",
+        spacing: AnchorSpacing = "stride",
     ) -> None:
         super().__init__()
         if not sizes or not all(isinstance(s, Sequence) and len(s) > 0 for s in sizes):
@@ -73,6 +82,8 @@ class DefaultAnchorGenerator(nn.Module):
             raise ValueError(
                 f"cell_anchor_order must be 'size_major' or 'ratio_major', got {cell_anchor_order!r}."
             )
+        if spacing not in ("stride", "padded_size"):
+            raise ValueError(f"spacing must be 'stride' or 'padded_size', got {spacing!r}.")
         num_levels = max(len(sizes), len(aspect_ratios))
         self.sizes = [
             [float(s) for s in sizes[i if len(sizes) > 1 else 0]] for i in range(num_levels)
@@ -90,6 +101,7 @@ class DefaultAnchorGenerator(nn.Module):
         self.offset = float(offset)
         self.round_base_anchors = bool(round_base_anchors)
         self.cell_anchor_order = cell_anchor_order
+        self.spacing = spacing
         # Buffers follow the module across .to(device); not persistent, as they are derived
         # from the arguments above and have no place in a checkpoint.
         for level, (level_sizes, level_ratios) in enumerate(zip(self.sizes, self.aspect_ratios)):
@@ -127,12 +139,21 @@ class DefaultAnchorGenerator(nn.Module):
     def _cell_anchors_of_level(self, level: int) -> Tensor:
         return getattr(self, f"cell_anchors_{level if self.num_levels > 1 else 0}")
 
-    def forward(self, features: Sequence[Tensor], strides: Sequence[int]) -> list[Boxes]:
+    def forward(
+        self,
+        features: Sequence[Tensor],
+        strides: Sequence[int],
+        *,
+        padded_size: Sequence[int] | None = None,
+    ) -> list[Boxes]:
         """Anchors for each level.
 
         Args:
             features: per level, a ``[B, C, H_l, W_l]`` feature map (only its size is used).
             strides: per level, the feature map's stride in input pixels.
+            padded_size: ``(height, width)`` of the padded image batch the features were
+                computed from (``images.tensor.shape[-2:]``); needed with
+                ``spacing="padded_size"``, ignored otherwise.
 
         Returns:
             Per level, ``Boxes`` of ``H_l * W_l * A_l`` XYXY anchors in input pixels, ordered by
@@ -154,16 +175,37 @@ class DefaultAnchorGenerator(nn.Module):
         for level, (feature, stride) in enumerate(zip(features, strides)):
             cell = self._cell_anchors_of_level(level).to(feature.device)
             height, width = feature.shape[-2:]
+            stride_y, stride_x = self._level_spacing(stride, height, width, padded_size)
             shift_x = (
                 torch.arange(width, dtype=torch.float32, device=cell.device) + self.offset
-            ) * stride
+            ) * stride_x
             shift_y = (
                 torch.arange(height, dtype=torch.float32, device=cell.device) + self.offset
-            ) * stride
+            ) * stride_y
             grid_y, grid_x = torch.meshgrid(shift_y, shift_x, indexing="ij")
             shifts = torch.stack((grid_x, grid_y, grid_x, grid_y), dim=-1).reshape(-1, 1, 4)
             anchors.append(Boxes((shifts + cell.reshape(1, -1, 4)).reshape(-1, 4)))
         return anchors
+
+    def _level_spacing(
+        self, stride: int, height: int, width: int, padded_size: Sequence[int] | None
+    ) -> tuple[float, float]:
+        """``(spacing_y, spacing_x)`` of one level's ``height x width`` anchor grid, in pixels."""
+        if self.spacing == "stride":
+            return stride, stride
+        if padded_size is None or len(padded_size) != 2:
+            raise ValueError(
+                "DefaultAnchorGenerator(spacing='padded_size') needs padded_size=(height, width) "
+                f"of the padded image batch, got {padded_size!r}; pass images.tensor.shape[-2:]."
+            )
+        padded_height, padded_width = (int(s) for s in padded_size)
+        if padded_height < height or padded_width < width:
+            raise ValueError(
+                f"padded_size {(padded_height, padded_width)} is smaller than a {height}x{width} "
+                "feature map; pass the size of the padded image batch the features come from."
+            )
+        # Integer division, as torchvision: the spacing of its weights' anchors.
+        return padded_height // max(height, 1), padded_width // max(width, 1)
 
 
 def shared_head_channels(

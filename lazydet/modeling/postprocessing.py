@@ -1,17 +1,39 @@
 """Detections from the network's input resolution back to the original image.
 
 A model sees an image resized (and padded) for the network; its detections are reported at the
-size the input dict names (``height``/``width``, the image as it was loaded). ``detector_postprocess``
-rescales boxes and keypoints and pastes the box-relative masks into full image masks.
+size the input dict names (``height``/``width``, the image as it was loaded).
+``detector_postprocess`` rescales boxes and keypoints and pastes the box-relative masks into full
+image masks, the way torchvision does (``paste_masks_in_image``) or Detectron2 does
+(``paste_masks_grid_sample``): the same probabilities give different masks at the borders.
 """
 
 from __future__ import annotations
+
+import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from lazydet.structures import Instances
+
+MaskPaste = Literal["torchvision", "detectron2"]
+
+
+def _check_paste_inputs(name: str, masks: Tensor, boxes: Tensor) -> None:
+    if masks.dim() != 3 or masks.shape[1] != masks.shape[2]:
+        raise ValueError(f"{name}: masks must be [N, M, M], got {tuple(masks.shape)}.")
+    if boxes.shape != (masks.shape[0], 4):
+        raise ValueError(
+            f"{name}: boxes must be [{masks.shape[0]}, 4] (one per mask), got {tuple(boxes.shape)}."
+        )
+    if not torch.isfinite(boxes).all():
+        bad = (~torch.isfinite(boxes)).any(dim=1).nonzero().flatten().tolist()
+        raise ValueError(
+            f"{name}: boxes {bad[:10]} have NaN or infinite coordinates; a mask cannot be "
+            "pasted into no place. Drop those detections first."
+        )
 
 
 def paste_masks_in_image(
@@ -27,7 +49,7 @@ def paste_masks_in_image(
     ``[y1, y2] x [x1, x2]`` (inclusive), clipped to the image. This reproduces
     ``torchvision.models.detection.roi_heads.paste_masks_in_image`` value for value (it is the
     reference in the tests); Detectron2 instead samples the mask at every pixel centre with
-    ``grid_sample``, which differs by up to a pixel at the borders.
+    ``grid_sample`` (``paste_masks_grid_sample``).
 
     Args:
         masks: ``[N, M, M]`` float values (probabilities) over each box.
@@ -38,15 +60,7 @@ def paste_masks_in_image(
     Returns:
         ``[N, height, width]`` in ``masks``' dtype (0 outside the boxes).
     """
-    if masks.dim() != 3 or masks.shape[1] != masks.shape[2]:
-        raise ValueError(
-            f"paste_masks_in_image: masks must be [N, M, M], got {tuple(masks.shape)}."
-        )
-    if boxes.shape != (masks.shape[0], 4):
-        raise ValueError(
-            f"paste_masks_in_image: boxes must be [{masks.shape[0]}, 4] (one per mask), got "
-            f"{tuple(boxes.shape)}."
-        )
+    _check_paste_inputs("paste_masks_in_image", masks, boxes)
     if padding < 0:
         raise ValueError(f"paste_masks_in_image: padding must be >= 0, got {padding}.")
     height, width = (int(s) for s in image_size)
@@ -84,12 +98,61 @@ def paste_masks_in_image(
     return pasted
 
 
+def paste_masks_grid_sample(masks: Tensor, boxes: Tensor, image_size: tuple[int, int]) -> Tensor:
+    """Paste ``M x M`` box-relative masks into ``height x width`` images, as Detectron2 does.
+
+    The mask is stretched over the box exactly (no padding, no truncation of the box to whole
+    pixels) and sampled bilinearly at every pixel centre ``(x + 0.5, y + 0.5)``: mask coordinate
+    ``u = (x + 0.5 - x1) / (x2 - x1) * M - 0.5`` (``grid_sample`` with ``align_corners=False``),
+    blending with zeros beyond the mask's outer cells. Only pixels within one pixel of the box
+    are written (``[floor(x1) - 1, ceil(x2) + 1)``, clipped to the image), as Detectron2's CPU
+    path does per mask; its GPU path samples the whole image, which adds values below 0.5 farther
+    out on boxes wider than ``3 M`` pixels and so gives the same masks at any threshold >= 0.5.
+    Against ``paste_masks_in_image`` (torchvision's) the masks differ at the borders: by up to a
+    pixel, which matters on small boxes.
+
+    Args:
+        masks: ``[N, M, M]`` float values (probabilities) over each box.
+        boxes: ``[N, 4]`` XYXY pixels of the output image (finite; empty boxes paste nothing).
+        image_size: ``(height, width)`` of the output.
+
+    Returns:
+        ``[N, height, width]`` in ``masks``' dtype (0 outside the boxes' windows).
+    """
+    _check_paste_inputs("paste_masks_grid_sample", masks, boxes)
+    height, width = (int(s) for s in image_size)
+    pasted = masks.new_zeros((masks.shape[0], height, width))
+    if masks.shape[0] == 0:
+        return pasted
+    boxes = boxes.to(torch.float32)
+    for index, (x1, y1, x2, y2) in enumerate(boxes.tolist()):
+        if not (x2 > x1 and y2 > y1):
+            continue  # an empty box covers no pixel centre
+        left, top = max(math.floor(x1) - 1, 0), max(math.floor(y1) - 1, 0)
+        right, bottom = min(math.ceil(x2) + 1, width), min(math.ceil(y2) + 1, height)
+        if right <= left or bottom <= top:
+            continue  # the box lies outside the image
+        box = boxes[index]
+        # Pixel centres in grid_sample's [-1, 1] box coordinates, in float32 as Detectron2.
+        grid_x = torch.arange(left, right, dtype=torch.float32, device=masks.device) + 0.5 - box[0]
+        grid_x = grid_x / (box[2] - box[0]) * 2 - 1
+        grid_y = torch.arange(top, bottom, dtype=torch.float32, device=masks.device) + 0.5 - box[1]
+        grid_y = grid_y / (box[3] - box[1]) * 2 - 1
+        grid = torch.stack(torch.meshgrid(grid_x, grid_y, indexing="xy"), dim=-1)
+        sampled = F.grid_sample(
+            masks[index][None, None].float(), grid[None], mode="bilinear", align_corners=False
+        )
+        pasted[index, top:bottom, left:right] = sampled[0, 0].to(masks.dtype)
+    return pasted
+
+
 def detector_postprocess(
     results: Instances,
     output_height: int,
     output_width: int,
     *,
     mask_threshold: float | None = 0.5,
+    mask_paste: MaskPaste = "torchvision",
 ) -> Instances:
     """Detections of the network's input image rescaled to an ``output_height x output_width``
     image (Detectron2's ``detector_postprocess``).
@@ -97,7 +160,8 @@ def detector_postprocess(
     Boxes are scaled by ``output / input`` per axis, clipped to the output image, and detections
     whose box became empty are dropped. ``pred_keypoints`` x and y are scaled likewise (their
     score is kept). Box-relative ``pred_masks`` ``[D, M, M]`` are pasted into the output image
-    (``paste_masks_in_image``, on the rescaled boxes) and thresholded: ``[D, H, W]`` bool with
+    (on the rescaled boxes, ``paste_masks_in_image`` for ``mask_paste="torchvision"``,
+    ``paste_masks_grid_sample`` for ``"detectron2"``) and thresholded: ``[D, H, W]`` bool with
     ``mask_threshold`` (a pixel is in the mask when its probability is ``>= mask_threshold``, the
     format COCO evaluation and drawing take), or float probabilities when it is None.
 
@@ -105,6 +169,7 @@ def detector_postprocess(
         results: ``Instances`` with ``pred_boxes`` in the coordinates of ``results.image_size``.
         output_height, output_width: the size to report detections at.
         mask_threshold: see above.
+        mask_paste: ``"torchvision"`` or ``"detectron2"``: whose paste to reproduce.
 
     Returns:
         A new ``Instances`` of image size ``(output_height, output_width)``; ``results`` is not
@@ -114,6 +179,11 @@ def detector_postprocess(
         raise ValueError(
             f"detector_postprocess: output size must be positive, got "
             f"({output_height}, {output_width})."
+        )
+    if mask_paste not in ("torchvision", "detectron2"):
+        raise ValueError(
+            f"detector_postprocess: mask_paste must be 'torchvision' or 'detectron2', got "
+            f"{mask_paste!r}."
         )
     input_height, input_width = results.image_size
     scale_x = output_width / input_width
@@ -132,6 +202,7 @@ def detector_postprocess(
     rescaled = Instances(output_size, **fields)
     rescaled = rescaled[boxes.nonempty()]
     if rescaled.has("pred_masks"):
-        masks = paste_masks_in_image(rescaled.pred_masks, rescaled.pred_boxes.tensor, output_size)
+        paste = paste_masks_in_image if mask_paste == "torchvision" else paste_masks_grid_sample
+        masks = paste(rescaled.pred_masks, rescaled.pred_boxes.tensor, output_size)
         rescaled.pred_masks = masks if mask_threshold is None else masks >= mask_threshold
     return rescaled

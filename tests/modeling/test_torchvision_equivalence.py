@@ -310,19 +310,21 @@ def _default_size_outputs(tv_model: nn.Module, model: nn.Module, photo: torch.Te
     return size, expected, got
 
 
-def _favour_coarse_levels(tv_model: nn.Module) -> None:
+def _favour_coarse_levels(tv_model: nn.Module, gain: float = 4.0) -> None:
     """Let the coarse levels compete for the detections, as they do with trained weights.
 
     With random weights every level's scores follow one distribution, so the top-k go to the
     fine levels (they have the most anchors) and no detection comes from P6 (R-CNN) or P6/P7
     (RetinaNet, whose P6 is computed from P5): the one place where torchvision's anchor spacing
     differs. Amplifying P5 (hence P6/P7) and making the scores depend on the features brings
-    large boxes into the output, and a preset with the wrong spacing then fails.
+    large boxes into the output, and a preset with the wrong spacing then fails. ``gain``
+    multiplies P5; the full-size R-CNNs need more of it to keep large boxes among their 100
+    detections.
     """
     with torch.no_grad():
         conv = tv_model.backbone.fpn.layer_blocks[-1][0]
-        conv.weight.mul_(4.0)
-        conv.bias.mul_(4.0)
+        conv.weight.mul_(gain)
+        conv.bias.mul_(gain)
         if hasattr(tv_model, "rpn"):
             nn.init.normal_(tv_model.rpn.head.cls_logits.weight, 0.0, 0.1)
         else:
@@ -416,7 +418,9 @@ def _full_rcnn(kind: str, num_classes: int, photo: torch.Tensor) -> nn.Module:
     tv_model = builder(weights=None, weights_backbone=None, num_classes=num_classes + 1)
     _calibrate_backbone(tv_model, tv_model.transform.resize(photo, None)[0])
     _bias_rcnn_towards_detections(tv_model)
-    _favour_coarse_levels(tv_model)
+    _favour_coarse_levels(tv_model, gain=16.0)
+    with torch.no_grad():  # class scores that follow the (amplified) pooled features
+        nn.init.normal_(tv_model.roi_heads.box_predictor.cls_score.weight, 0.0, 0.2)
     return tv_model
 
 
