@@ -1,0 +1,11 @@
+"""ViTDet Mask R-CNN, ViT-L: as vitdet_mask_rcnn_b with the ViT-L backbone (lr decay 0.8)."""
+
+# Re-exported names are the experiment's content (ruff: keep them, they look unused).
+from .vitdet_mask_rcnn_b import dataloader, lsj, model, train  # noqa: F401
+
+defaults = {
+    "model/backbone": "vit_l",
+    "dataset": "coco2017",
+    "optimizer": "adamw",
+    "schedule": "lsj_100ep",
+}
