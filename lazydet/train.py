@@ -260,6 +260,15 @@ def run(cfg: Any, output_dir: Path) -> dict[str, str]:
         **{k: f"{v:.4g}" for k, v in result.eval_results.items()},
     }
     if result.stop_signal:
+        from lazydet.engine.slurm import after_stop_signal
+
+        # A submitit SLURM job requeues here (preemption, time limit) or reports its cancellation.
+        after_stop_signal(
+            stop_signal=result.stop_signal,
+            iteration=result.iteration,
+            max_iter=result.max_iter,
+            checkpoint=result.last_checkpoint,
+        )
         print(
             f"lazydet.train: stopped by {result.stop_signal} after iteration "
             f"{result.iteration} of {result.max_iter}; checkpoint {result.last_checkpoint}. "
@@ -268,14 +277,39 @@ def run(cfg: Any, output_dir: Path) -> dict[str, str]:
         )
         number = getattr(_signal.Signals, result.stop_signal, _signal.SIGTERM)
         raise SystemExit(128 + int(number))
+    picture = _draw_validation_predictions(cfg, result.final_weights, output_dir)
+    scores = "".join(f"\n  {k}: {v:.4f}" for k, v in result.eval_results.items())
     print(
-        f"Training finished ({result.max_iter} iterations).\n"
+        f"Training finished ({result.max_iter} iterations).{scores}\n"
         f"  run directory: {result.output_dir}\n"
         f"  TensorBoard:   tensorboard --logdir {result.tensorboard}\n"
         f"  metrics:       {result.metrics}\n"
         f"  final weights: {result.final_weights}"
+        + (f"\n  predictions:   {picture}" if picture else "")
     )
     return report
+
+
+def _draw_validation_predictions(cfg: Any, weights: Any, output_dir: Path) -> Path | None:
+    """``val_predictions.png`` in the run directory: the final model on the first images of
+    ``dataset.test``, drawn by the predictor built from the final checkpoint alone. A picture is
+    a courtesy: failing to draw it is logged, never fails the finished run."""
+    test = (cfg.get("dataset") or {}).get("test")
+    rank = os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))  # torchrun / srun ranks
+    if rank != "0" or not (weights and test and Path(weights).is_file()):
+        return None
+    try:
+        from lazydet.data import DatasetCatalog
+        from lazydet.evaluation.predictor import Predictor
+        from lazydet.predict import save_prediction_grid
+
+        records = DatasetCatalog.get(test)[:8]
+        predictor = Predictor.from_checkpoint(weights, device="cpu")
+        images = [Path(r["file_name"]) for r in records]
+        return save_prediction_grid(predictor, images, output_dir / "val_predictions.png")
+    except Exception as e:
+        logger.warning("Could not draw the validation predictions: %s: %s", type(e).__name__, e)
+        return None
 
 
 JOB_STATUS_FILE = "lazydet_job.json"  # a sweep job's outcome, read back by SweepSummary

@@ -34,9 +34,9 @@ from torch import nn
 from torchvision.models import detection
 from torchvision.ops import FrozenBatchNorm2d
 
+from lazydet.checkpoint import load_weights
 from lazydet.config import compose, instantiate
 from lazydet.modeling.optimize import optimize_for_inference
-from lazydet.modeling.weights import load_weights
 from lazydet.structures import BitMasks, Boxes, Instances
 
 NUM_CLASSES = 80  # COCO; torchvision's R-CNNs add a background class

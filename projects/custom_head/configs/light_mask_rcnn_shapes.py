@@ -4,8 +4,8 @@
 # it with in_channels and num_classes, so only the head's own knobs are written here.
 from custom_head import LightMaskHead
 
-# Re-exported names are the experiment's content (ruff: keep them, they look unused).
-from lazydet.conf.quickstart import dataloader, defaults, model, train  # noqa: F401
+# Re-exported names are the experiment's content (pyproject exempts projects/*/configs from F401).
+from lazydet.conf.quickstart import dataloader, defaults, model, train
 
 from lazydet.config import L
 from lazydet.evaluation import COCOEvaluator
