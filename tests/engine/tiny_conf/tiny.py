@@ -1,12 +1,12 @@
 """TinyDetector on a small shapes folder (dataloader.train.dataset.json_file / image_root)."""
 
 import torch
+from lazydet.conf._train import train_node
 from tiny_train import TinyDetector, parameters_of
 from torch.optim.lr_scheduler import LinearLR, MultiStepLR, SequentialLR
 
 from lazydet.config import L, ref
 from lazydet.data import DatasetMapper, build_train_loader, load_coco_json, train_augmentations
-from lazydet.engine.train_config import TrainConfig
 
 model = L(TinyDetector)(num_classes=3)
 optimizer = L(torch.optim.SGD)(params=L(parameters_of)(module=ref("model")), lr=0.05, momentum=0.9)
@@ -35,19 +35,4 @@ dataloader = dict(
         seed=0,
     )
 )
-train = L(TrainConfig)(
-    init_checkpoint=None,
-    seed=0,
-    resume=True,
-    checkpoint_period=4,
-    max_to_keep=2,
-    eval_period=0,
-    log_period=2,
-    amp=None,
-    clip_grad_norm=None,
-    grad_accum_steps=1,
-    device="cpu",
-    num_processes=None,
-    sync_bn=False,
-    reference_world_size=None,
-)
+train = train_node(checkpoint_period=4, max_to_keep=2, log_period=2, device="cpu")

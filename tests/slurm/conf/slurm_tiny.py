@@ -2,11 +2,11 @@
 image_root), 20 iterations of batch 2 on CPU."""
 
 import torch
+from lazydet.conf._train import train_node
 from slurm_tiny import SleepyTiny, parameters_of
 
 from lazydet.config import L, ref
 from lazydet.data import DatasetMapper, build_train_loader, load_coco_json, train_augmentations
-from lazydet.engine.train_config import TrainConfig
 
 model = L(SleepyTiny)(num_classes=3, step_seconds=0.0, fail_at=-1)
 optimizer = L(torch.optim.SGD)(params=L(parameters_of)(module=ref("model")), lr=0.05, momentum=0.9)
@@ -25,19 +25,4 @@ dataloader = dict(
         seed=0,
     )
 )
-train = L(TrainConfig)(
-    init_checkpoint=None,
-    seed=0,
-    resume=True,
-    checkpoint_period=5,
-    max_to_keep=2,
-    eval_period=0,
-    log_period=5,
-    amp=None,
-    clip_grad_norm=None,
-    grad_accum_steps=1,
-    device="cpu",
-    num_processes=None,
-    sync_bn=False,
-    reference_world_size=None,
-)
+train = train_node(checkpoint_period=5, max_to_keep=2, log_period=5, device="cpu")
