@@ -10,7 +10,7 @@ from types import ModuleType
 import pytest
 import torch
 
-__all__ = ["import_kernels", "in_ci", "random_boxes"]
+__all__ = ["freeze_batchnorms", "import_kernels", "in_ci", "random_boxes"]
 
 
 def random_boxes(
@@ -77,3 +77,18 @@ def import_kernels(module: str) -> ModuleType:
                 else "This is a broken import, not a missing optional dependency."
             )
         ) from error
+
+
+def freeze_batchnorms(module: torch.nn.Module) -> None:
+    """Replace every ``BatchNorm2d`` in ``module`` by a ``FrozenBatchNorm2d`` with the same
+    statistics, as torchvision's detection models do for pretrained backbones (in place)."""
+    from torchvision.ops import FrozenBatchNorm2d
+
+    for name, child in module.named_children():
+        if isinstance(child, torch.nn.BatchNorm2d):
+            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
+            for key in ("weight", "bias", "running_mean", "running_var"):
+                getattr(frozen, key).copy_(getattr(child, key).detach())
+            setattr(module, name, frozen)
+        else:
+            freeze_batchnorms(child)

@@ -9,10 +9,10 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import freeze_batchnorms
 from PIL import Image
 from torch import nn
 from torchvision.models import detection
-from torchvision.ops import FrozenBatchNorm2d
 
 from lazydet.checkpoint import build_metadata, load_weights, save_checkpoint
 from lazydet.config import compose
@@ -20,17 +20,6 @@ from lazydet.evaluation.predictor import Predictor, to_image_tensor
 
 SIZE = (128, 192)  # at the shapes test resize (short edge 128, long <= 256): resize is identity
 CLASSES = ["circle", "square", "triangle"]
-
-
-def _freeze(module: nn.Module) -> None:
-    for name, child in module.named_children():
-        if isinstance(child, nn.BatchNorm2d):
-            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
-            for key in ("weight", "bias", "running_mean", "running_var"):
-                getattr(frozen, key).copy_(getattr(child, key).detach())
-            setattr(module, name, frozen)
-        else:
-            _freeze(child)
 
 
 def _torchvision_model(image: torch.Tensor) -> nn.Module:
@@ -63,7 +52,7 @@ def _torchvision_model(image: torch.Tensor) -> nn.Module:
         nn.init.normal_(box.cls_score.bias, 0.0, 1.0)
         box.cls_score.bias[0] -= 2.0
         nn.init.normal_(box.bbox_pred.weight, 0.0, 0.01)
-    _freeze(tv)
+    freeze_batchnorms(tv)
     return tv.eval()
 
 

@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import freeze_batchnorms
 from PIL import Image
 from torch import nn
 from torchvision.models import detection
 from torchvision.models.detection.keypoint_rcnn import KeypointRCNNHeads, KeypointRCNNPredictor
-from torchvision.ops import FrozenBatchNorm2d
 from torchvision.transforms.functional import pil_to_tensor
 
 from lazydet.checkpoint import load_weights
@@ -51,18 +51,6 @@ def _test_image(size: tuple[int, int], seed: int = 0) -> torch.Tensor:
     return nn.functional.interpolate(coarse, size=size, mode="bilinear")[0].clamp(0, 1)
 
 
-def _freeze_batchnorms(module: nn.Module) -> None:
-    """Replace BatchNorm2d by FrozenBatchNorm2d, as torchvision does for pretrained backbones."""
-    for name, child in module.named_children():
-        if isinstance(child, nn.BatchNorm2d):
-            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
-            for key in ("weight", "bias", "running_mean", "running_var"):
-                getattr(frozen, key).copy_(getattr(child, key).detach())
-            setattr(module, name, frozen)
-        else:
-            _freeze_batchnorms(child)
-
-
 def _calibrate_backbone(tv_model: nn.Module, image: torch.Tensor) -> None:
     """Random affine norms, running statistics of ``image``: activations stay O(1) in 50 layers.
 
@@ -78,7 +66,7 @@ def _calibrate_backbone(tv_model: nn.Module, image: torch.Tensor) -> None:
             nn.init.uniform_(norm.weight, 0.5, 1.5)
             nn.init.normal_(norm.bias, 0.0, 0.1)
         tv_model.backbone(((image - IMAGENET_MEAN) / IMAGENET_STD)[None])
-    _freeze_batchnorms(tv_model)
+    freeze_batchnorms(tv_model)
     tv_model.eval()
 
 
