@@ -26,26 +26,17 @@ __all__ = ["evaluate_checkpoint", "main"]
 logger = logging.getLogger("lazydet.evaluate")
 
 
-def _select(cfg: Any, dotted: str) -> Any:
-    node = cfg
-    for key in dotted.split("."):
-        node = node.get(key) if hasattr(node, "get") else None
-        if node is None:
-            return None
-    return node
-
-
 def evaluate_checkpoint(cfg: Any, *, output_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     """Build ``cfg.model``, load ``cfg.train.init_checkpoint``, run ``dataloader.test`` through
     ``inference_on_dataset`` with the config's evaluator (default: ``COCOEvaluator``)."""
     from lazydet.checkpoint import load_weights
-    from lazydet.config import ConfigError, instantiate
+    from lazydet.config import ConfigError, instantiate, select
     from lazydet.evaluation import COCOEvaluator, inference_on_dataset
 
     for key in ("model", "dataloader.test"):
-        if _select(cfg, key) is None:
+        if select(cfg, key) is None:
             raise ConfigError(f"The config has no '{key}' to build.")
-    checkpoint = _select(cfg, "train.init_checkpoint")
+    checkpoint = select(cfg, "train.init_checkpoint")
     if not checkpoint:
         raise ConfigError("Set train.init_checkpoint=PATH (the weights to evaluate).")
     model = instantiate(cfg.model)
@@ -59,11 +50,11 @@ def evaluate_checkpoint(cfg: Any, *, output_dir: str | os.PathLike | None = None
     if torch.cuda.is_available():
         model = model.cuda()
     loader = instantiate(cfg.dataloader.test)
-    evaluator_node = _select(cfg, "evaluator") or _select(cfg, "dataloader.evaluator")
+    evaluator_node = select(cfg, "evaluator") or select(cfg, "dataloader.evaluator")
     if evaluator_node is not None:
         evaluator = instantiate(evaluator_node)
     else:
-        dataset = _select(cfg, "dataset.test")
+        dataset = select(cfg, "dataset.test")
         if not isinstance(dataset, str):
             raise ConfigError(
                 "The config has no 'evaluator' and dataset.test is not a "
@@ -85,19 +76,20 @@ def evaluate_checkpoint(cfg: Any, *, output_dir: str | os.PathLike | None = None
     return results
 
 
-def _init_distributed() -> None:
-    """Join the process group ``torchrun`` describes (WORLD_SIZE > 1), once."""
-    import torch
-    import torch.distributed as dist
+def _evaluate_and_report(cfg: Any, output_dir: str | None) -> dict[str, Any]:
+    """One rank's work: evaluate, then print the numbers on rank 0."""
+    from lazydet.utils import comm
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    results = evaluate_checkpoint(cfg, output_dir=output_dir)
+    if comm.is_main_process():
+        for task, metrics in results.items():
+            shown = ", ".join(f"{k}={v:.2f}" for k, v in metrics.items() if not k.startswith("AP-"))
+            print(f"{task}: {shown}")
+    return results
 
 
 def run(argv: list[str]) -> dict[str, Any]:
+    from lazydet.engine.launch import launch
     from lazydet.predict import compose_from_command_line
 
     output = [a.split("=", 1)[1] for a in argv if a.startswith("output=")]
@@ -107,15 +99,9 @@ def run(argv: list[str]) -> dict[str, Any]:
 
         raise ConfigError("output= is given twice.")
     cfg = compose_from_command_line(overrides)
-    _init_distributed()
-    results = evaluate_checkpoint(cfg, output_dir=output[0] if output else None)
-    from lazydet.utils import comm
-
-    if comm.is_main_process():
-        for task, metrics in results.items():
-            shown = ", ".join(f"{k}={v:.2f}" for k, v in metrics.items() if not k.startswith("AP-"))
-            print(f"{task}: {shown}")
-    return results
+    # One process here; under torchrun or in a SLURM job step, launch joins that process group
+    # (the one place that reads ranks from the environment) and each rank evaluates its shard.
+    return launch(_evaluate_and_report, num_processes=1, args=(cfg, output[0] if output else None))
 
 
 def main(argv: list[str] | None = None) -> None:

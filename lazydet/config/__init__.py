@@ -39,6 +39,7 @@ __all__ = [
     "ref",
     "resolve",
     "save",
+    "select",
     "to_container",
     "to_py",
     "to_yaml",
@@ -66,3 +67,14 @@ def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...], **kwarg
     from .overrides import apply_overrides as _apply
 
     return _apply(cfg, list(overrides), **kwargs)
+
+
+def select(cfg: object, key: str) -> object:
+    """The value at dotted ``key`` of ``cfg`` (``"train.init_checkpoint"``), or ``None`` where
+    any part of the path is missing or not a mapping (a config-level ``OmegaConf.select``)."""
+    node = cfg
+    for part in key.split("."):
+        node = node.get(part) if hasattr(node, "get") else None
+        if node is None:
+            return None
+    return node

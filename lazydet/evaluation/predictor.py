@@ -33,17 +33,6 @@ def _default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _select(cfg: Any, dotted: str) -> Any:
-    node = cfg
-    for key in dotted.split("."):
-        if not hasattr(node, "get"):
-            return None
-        node = node.get(key)
-        if node is None:
-            return None
-    return node
-
-
 def to_image_tensor(image: ImageLike, *, what: str = "image") -> Tensor:
     """``[3, H, W]`` uint8 RGB from a file path, a PIL image, an ``[H, W, 3]``/``[H, W]`` array
     (RGB, uint8 or 0-255 floats) or a ``[3, H, W]`` tensor (RGB, uint8 or 0-255 floats).
@@ -149,21 +138,21 @@ class Predictor:
         """Build ``cfg.model``, load ``weights`` (any checkpoint ``load_weights`` reads; default
         ``cfg.train.init_checkpoint``), and take names from the test dataset's metadata."""
         from lazydet.checkpoint import load_weights
-        from lazydet.config import instantiate
+        from lazydet.config import instantiate, select
         from lazydet.utils.visualizer import skeleton_from_metadata
 
-        if _select(cfg, "model") is None:
+        if select(cfg, "model") is None:
             raise ValueError("Predictor.from_config: the config has no 'model' to build.")
         model = instantiate(cfg.model)
-        weights = weights if weights is not None else _select(cfg, "train.init_checkpoint")
+        weights = weights if weights is not None else select(cfg, "train.init_checkpoint")
         if weights:
             # Raises when no tensor fits (another architecture's weights); partial loads are
             # reported by load_weights' log and its LoadReport.
             load_weights(model, weights)
-        augmentation_node = _select(cfg, "dataloader.test.mapper.augmentations")
+        augmentation_node = select(cfg, "dataloader.test.mapper.augmentations")
         augmentations = instantiate(augmentation_node) if augmentation_node is not None else None
         class_names = keypoint_names = skeleton = None
-        dataset = _select(cfg, "dataset.test")
+        dataset = select(cfg, "dataset.test")
         if isinstance(dataset, str):
             from lazydet.data import MetadataCatalog
 
