@@ -96,6 +96,20 @@ def _output_names(paths: list[Path]) -> list[str]:
     return [f"{p.stem if stems.count(p.stem) == 1 else p.name}.png" for p in paths]
 
 
+def draw_predictions(predictor: Any, image: Any, instances: Any, score_threshold: float) -> Any:
+    """``draw_instances`` with the class names and keypoint skeleton the predictor carries."""
+    from lazydet.utils.visualizer import draw_instances
+
+    return draw_instances(
+        image,
+        instances,
+        class_names=predictor.class_names,
+        keypoint_names=predictor.keypoint_names,
+        skeleton=predictor.keypoint_skeleton,
+        score_threshold=score_threshold,
+    )
+
+
 def predict_images(
     predictor: Any,
     images: list[Path],
@@ -112,7 +126,6 @@ def predict_images(
     from lazydet.evaluation.coco_eval import write_results_json
     from lazydet.evaluation.coco_evaluator import instances_to_coco_json
     from lazydet.evaluation.predictor import to_image_tensor
-    from lazydet.utils.visualizer import draw_instances
 
     output_dir.mkdir(parents=True, exist_ok=True)
     names = _output_names(images)
@@ -131,14 +144,7 @@ def predict_images(
             continue
         outs = predictor.predict(tensors)
         for i, image, instances in zip(batch, tensors, outs):
-            picture = draw_instances(
-                image,
-                instances,
-                class_names=predictor.class_names,
-                keypoint_names=predictor.keypoint_names,
-                skeleton=predictor.keypoint_skeleton,
-                score_threshold=score_threshold,
-            )
+            picture = draw_predictions(predictor, image, instances, score_threshold)
             picture.save(output_dir / names[i])
             if results_json is not None:
                 for result in instances_to_coco_json(
@@ -169,20 +175,12 @@ def save_prediction_grid(
     from PIL import Image
 
     from lazydet.evaluation.predictor import to_image_tensor
-    from lazydet.utils.visualizer import draw_instances
 
     if not images:
         raise ValueError("save_prediction_grid: no images to draw.")
     tensors = [to_image_tensor(p, what=f"image {str(p)!r}") for p in images]
     tiles = [
-        draw_instances(
-            image,
-            instances,
-            class_names=predictor.class_names,
-            keypoint_names=predictor.keypoint_names,
-            skeleton=predictor.keypoint_skeleton,
-            score_threshold=score_threshold,
-        )
+        draw_predictions(predictor, image, instances, score_threshold)
         for image, instances in zip(tensors, predictor.predict(tensors))
     ]
     tile_w, tile_h = tiles[0].size
