@@ -7,29 +7,30 @@ given as a COCO results json.
 Engines. The matching, accumulation and summary are done by one of two engines that compute the
 same numbers:
 
-- ``"hotcoco"`` (PyPI ``hotcoco``, MIT, a Rust port of the COCO API): 30-90x faster than
-  pycocotools here (``scripts/bench_eval.py``, ``docs/evaluation.md``). It is the default when it
-  is installed; ``tests/evaluation/test_coco_eval.py`` holds it to pycocotools to 1e-12 on the
-  official COCO API example, on 77 edge cases and on generated data.
-- ``"pycocotools"``: the reference itself (a required dependency), the fallback.
+- ``"vectorized"`` (``lazydet.evaluation.vectorized_cocoeval``, the default): pycocotools'
+  algorithm over all images, categories, area ranges and thresholds at once in NumPy, with the
+  same floating-point operations; 40-100x faster than pycocotools here (``scripts/bench_eval.py``,
+  ``docs/evaluation.md``). ``tests/evaluation/test_coco_eval.py`` holds it to pycocotools to
+  1e-12 on the official COCO API example, on 77 edge cases and on generated data.
+- ``"pycocotools"``: the reference itself (a required dependency).
 
-Where pycocotools and hotcoco part ways on bad input, lazydet decides before either engine runs,
-so both engines see only input on which they agree: a detection on an image the ground truth does
-not have, a keypoint detection whose length does not match the ground truth, a missing field, or
-keypoints without the right number of OKS sigmas raise one ``ValueError`` naming the detection and
-the fix (pycocotools asserts or crashes, hotcoco warns and goes on). An empty results list
-scores zero where the ground truth has instances (pycocotools crashes in ``loadRes``).
+Input on which pycocotools would crash, assert or quietly compute nonsense is refused before
+either engine runs: a detection on an image the ground truth does not have, a keypoint detection
+whose length does not match the ground truth, a missing field, a non-finite score, box or
+keypoint, or keypoints without the right number of OKS sigmas raise one ``ValueError`` naming the
+detection and the fix. An empty results list scores zero where the ground truth has instances
+(pycocotools crashes in ``loadRes``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import gc
 import io
 import json
 import math
 import os
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -38,8 +39,10 @@ from typing import Any
 
 import numpy as np
 
+from lazydet.evaluation import vectorized_cocoeval
+
 IOU_TYPES = ("bbox", "segm", "keypoints")
-ENGINES = ("auto", "hotcoco", "pycocotools")
+ENGINES = ("auto", "vectorized", "pycocotools")
 
 # The OKS sigmas of COCO's 17 person keypoints (pycocotools' default, from the COCO paper).
 COCO_PERSON_OKS_SIGMAS = np.array(
@@ -133,26 +136,11 @@ class COCOEvalResult:
         return out
 
 
-def hotcoco_available() -> bool:
-    try:
-        import hotcoco  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def resolve_engine(engine: str) -> str:
-    """``"auto"`` -> ``"hotcoco"`` when installed, else ``"pycocotools"``; others checked."""
+    """``"auto"`` -> ``"vectorized"``; others checked."""
     if engine not in ENGINES:
         raise ValueError(f"engine={engine!r} is not one of {ENGINES}.")
-    if engine == "auto":
-        return "hotcoco" if hotcoco_available() else "pycocotools"
-    if engine == "hotcoco" and not hotcoco_available():
-        raise ValueError(
-            "engine='hotcoco' but the package is not installed: pip install 'hotcoco>=1.3', "
-            "or use engine='pycocotools' (same numbers, slower)."
-        )
-    return engine
+    return "vectorized" if engine == "auto" else engine
 
 
 def _read_json(path: str | os.PathLike, what: str) -> Any:
@@ -223,8 +211,11 @@ def _num_keypoints(gt: Mapping) -> int | None:
     return None
 
 
-def check_results(gt: Mapping, results: Sequence[Mapping], iou_type: str) -> None:
-    """Refuse input that pycocotools and hotcoco would treat differently (see the module doc).
+def check_results(gt: Mapping, results: Sequence[Mapping], iou_type: str) -> dict[str, list]:
+    """Refuse input on which pycocotools would crash or compute nonsense (see the module doc).
+
+    Returns:
+        The fields it read, ``{"image_id": [each detection's image_id], "score": [...], ...}``.
 
     Raises:
         ValueError: naming the first bad detection (its index) or annotation, and what to do.
@@ -243,8 +234,15 @@ def check_results(gt: Mapping, results: Sequence[Mapping], iou_type: str) -> Non
                     f"{required}; it has {have}."
                 ) from None
         raise
-    image_ids = {img["id"] for img in gt["images"]}
-    unknown = set(columns["image_id"]) - image_ids
+    gt_image_ids = [img["id"] for img in gt["images"]]
+    det_image_ids = np.asarray(columns["image_id"])
+    if det_image_ids.dtype.kind in "iu" and np.asarray(gt_image_ids).dtype.kind in "iu":
+        # Integer ids (COCO's): an array test, and the engine reuses the array.
+        columns["image_id"] = det_image_ids
+        outside = ~np.isin(det_image_ids, gt_image_ids)
+        unknown = set(det_image_ids[outside].tolist()) if outside.any() else set()
+    else:
+        unknown = set(columns["image_id"]) - set(gt_image_ids)
     if unknown:
         index = next(i for i, det in enumerate(results) if det["image_id"] in unknown)
         raise ValueError(
@@ -265,8 +263,9 @@ def check_results(gt: Mapping, results: Sequence[Mapping], iou_type: str) -> Non
         raise ValueError(
             f"Detection {index} has score {results[index]['score']!r}; scores must be finite."
         )
+    columns["score"] = scores
     if iou_type == "segm":
-        # An empty polygon list has no mask: pycocotools crashes on it, hotcoco scores it empty.
+        # An empty polygon list has no mask: pycocotools crashes on it.
         for what, anns in (("Ground-truth annotation", gt["annotations"]), ("Detection", results)):
             if what == "Detection" and all(columns["segmentation"]):
                 continue  # the common case, checked without a Python loop
@@ -294,6 +293,7 @@ def check_results(gt: Mapping, results: Sequence[Mapping], iou_type: str) -> Non
                     f"Detection {index} has {len(det['keypoints'])} keypoint values; the ground "
                     f"truth has {k} keypoints per instance, so {3 * k} (x, y, v triples) are needed."
                 )
+    return columns
 
 
 def _oks_sigmas(gt: Mapping, kpt_oks_sigmas: Sequence[float] | None) -> np.ndarray:
@@ -313,6 +313,19 @@ def _oks_sigmas(gt: Mapping, kpt_oks_sigmas: Sequence[float] | None) -> np.ndarr
             f"has {k} keypoints per instance and each sigma must be positive."
         )
     return sigmas
+
+
+@contextlib.contextmanager
+def _gc_paused():
+    """No cyclic garbage collection while the engine runs: it makes no reference cycles, and a
+    collection over a 500k-detection results list costs ~50 ms each time one triggers."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 class _Quiet(contextlib.redirect_stdout):
@@ -354,28 +367,16 @@ def _run_pycocotools(gt, results, iou_type, sigmas, max_dets, img_ids):
     return evaluator
 
 
-def _run_hotcoco(gt, results, iou_type, sigmas, max_dets, img_ids):
-    import hotcoco
-
-    with _Quiet(), warnings.catch_warnings():
-        # hotcoco warns when the sigmas are not bit-equal to its COCO literals: lazydet passes
-        # pycocotools' (0.26 / 10.0, not 0.026) or the dataset's own, both on purpose.
-        warnings.filterwarnings("ignore", message="hotcoco: kpt_oks_sigmas differ")
-        coco_gt = hotcoco.COCO(dict(gt))
-        coco_dt = coco_gt.loadRes(results)
-        evaluator = hotcoco.COCOeval(coco_gt, coco_dt, iou_type)
-        params = evaluator.params
-        if sigmas is not None:
-            # pycocotools' own sigma values (array / 10.0), so OKS is bit-identical to it.
-            params.kpt_oks_sigmas = sigmas.tolist()
-        if max_dets is not None:
-            params.maxDets = list(max_dets)
-        if img_ids is not None:
-            params.imgIds = list(img_ids)
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    return evaluator
+def _run_vectorized(gt, results, iou_type, sigmas, max_dets, img_ids, columns):
+    return vectorized_cocoeval.evaluate(
+        gt,
+        results,
+        iou_type,
+        kpt_oks_sigmas=sigmas,
+        max_dets=max_dets,
+        img_ids=img_ids,
+        columns=columns,
+    )
 
 
 def _summary_lines(iou_type: str, stats: Sequence[float], max_dets: Sequence[int]) -> list[str]:
@@ -429,7 +430,8 @@ def evaluate_coco(
             bbox: [x, y, w, h] absolute pixels | segmentation: RLE or polygons | keypoints:
             [x0, y0, v0, ...] COCO pixel indices}``.
         iou_type: "bbox", "segm" or "keypoints".
-        engine: "auto" (hotcoco when installed), "hotcoco" or "pycocotools": the same numbers.
+        engine: "auto" (= "vectorized", lazydet's NumPy engine) or "pycocotools": the same
+            numbers.
         kpt_oks_sigmas: per-keypoint OKS sigmas (default: COCO's 17 person sigmas).
         max_dets: pycocotools' ``params.maxDets`` (default ``[1, 10, 100]``; keypoints ``[20]``).
         img_ids: score only these images (pycocotools' ``params.imgIds``; default: every image
@@ -442,7 +444,8 @@ def evaluate_coco(
     engine = resolve_engine(engine)
     gt = load_ground_truth(gt_json)
     results = load_results(results_json)
-    check_results(gt, results, iou_type)
+    with _gc_paused():
+        columns = check_results(gt, results, iou_type)
     sigmas = _oks_sigmas(gt, kpt_oks_sigmas) if iou_type == "keypoints" else None
     if max_dets is not None:
         max_dets = [int(m) for m in max_dets]
@@ -468,18 +471,23 @@ def evaluate_coco(
     if write_results is not None:
         write_results_json(results, write_results)
 
-    default_max_dets = [20] if iou_type == "keypoints" else [1, 10, 100]
-    if engine == "hotcoco" and max_dets is not None and max_dets != default_max_dets:
-        # pycocotools' summary hard-codes maxDets=100 (keypoints: 20) in some rows and reports -1
-        # there when params.maxDets lacks it; hotcoco's summary does not. Same precision arrays,
-        # different stats: the parity tests decide, so the reference computes this case.
-        engine = "pycocotools"
-    run = _run_hotcoco if engine == "hotcoco" else _run_pycocotools
-    evaluator = run(gt, results, iou_type, sigmas, max_dets, img_ids)
-    stats = [float(s) for s in evaluator.stats]
-    precision = np.asarray(evaluator.eval["precision"], dtype=np.float64)
-    per_category_ap = _per_category_ap(gt, list(evaluator.params.catIds), precision)
-    used_max_dets = list(evaluator.params.maxDets)
+    if engine == "vectorized":
+        with _gc_paused():
+            out = _run_vectorized(gt, results, iou_type, sigmas, max_dets, img_ids, columns)
+        stats, precision, cat_ids, used_max_dets = (
+            out.stats,
+            out.precision,
+            out.cat_ids,
+            out.max_dets,
+        )
+    else:
+        evaluator = _run_pycocotools(gt, results, iou_type, sigmas, max_dets, img_ids)
+        stats, precision = evaluator.stats, evaluator.eval["precision"]
+        cat_ids, used_max_dets = evaluator.params.catIds, evaluator.params.maxDets
+    stats = [float(s) for s in stats]
+    precision = np.asarray(precision, dtype=np.float64)
+    per_category_ap = _per_category_ap(gt, list(cat_ids), precision)
+    used_max_dets = list(used_max_dets)
     lines = [f"COCO {iou_type} evaluation ({engine}):"]
     lines += _summary_lines(iou_type, stats, used_max_dets)
     lines += ["", f"Per-category {iou_type} AP (%):", *_per_category_table(per_category_ap)]
