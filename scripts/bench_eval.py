@@ -1,5 +1,8 @@
 """Time COCO evaluation: pycocotools, faster-coco-eval, hotcoco and lazydet's ``coco_evaluate``.
 
+lazydet runs its default engine, ``lazydet.evaluation.vectorized_cocoeval`` (NumPy), with its
+input checks; faster-coco-eval and hotcoco come with ``pip install -e ".[bench]"``.
+
     python scripts/bench_eval.py                 # 1,000 images (about a minute here)
     python scripts/bench_eval.py --images 5000   # the issue's size (pycocotools alone ~2 min)
 

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
@@ -133,14 +135,19 @@ def evaluate(
 
 def _positions(ids: list, sorted_ids: list) -> np.ndarray:
     """Index of each id in ``sorted_ids`` (ascending, unique), -1 where absent."""
-    lookup = {key: n for n, key in enumerate(sorted_ids)}
     if all(isinstance(i, (int, np.integer)) for i in sorted_ids):
         values = np.asarray(ids)
         if values.dtype.kind in "iu" and values.ndim == 1:  # the common case, without a loop
             table = np.asarray(sorted_ids, dtype=np.int64)
+            if len(table) and table[0] >= 0 and table[-1] < 16 * len(table) + 1024:
+                # Small non-negative ids (COCO's): a direct lookup table.
+                lookup = np.full(int(table[-1]) + 2, -1, dtype=np.int64)
+                lookup[table] = np.arange(len(table))
+                return lookup[np.clip(values, -1, len(lookup) - 1)]
             pos = np.searchsorted(table, values).clip(0, max(len(table) - 1, 0))
             found = table[pos] == values if len(table) else np.zeros(len(values), bool)
             return np.where(found, pos, -1)
+    lookup = {key: n for n, key in enumerate(sorted_ids)}
     return np.fromiter((lookup.get(i, -1) for i in ids), dtype=np.int64, count=len(ids))
 
 
@@ -193,6 +200,15 @@ class _GroundTruth:
         if iou_type in ("bbox", "keypoints"):
             boxes = list(map(itemgetter("bbox"), anns))
             self.boxes = np.array(boxes, dtype=np.float64).reshape(-1, 4)
+        # NaN compares false everywhere: pycocotools would match it arbitrarily. Refuse it.
+        finite = np.isfinite(self.area)
+        if iou_type in ("bbox", "keypoints"):
+            finite &= np.isfinite(self.boxes).all(axis=1)
+        for n in np.flatnonzero(~finite)[:1]:
+            raise ValueError(
+                f"Ground-truth annotation id {anns[n]['id']!r} has a non-finite area or bbox "
+                f"(area {anns[n]['area']!r}, bbox {anns[n].get('bbox')!r}); fix the annotation file."
+            )
 
 
 def _score_rank(score: np.ndarray) -> np.ndarray:
@@ -240,19 +256,32 @@ class _Columns:
         if rows is not None and len(rows) > len(column) // 2:  # cheaper: read all, then pick
             return self.floats(key, None, width)[rows]
         values = column if rows is None else [column[i] for i in rows.tolist()]
+        out = None
         try:
             if set(map(len, values)) <= {width}:  # then a flat read is safe, and twice as fast
-                flat = itertools.chain.from_iterable(values)
-                return np.fromiter(flat, np.float64, count=width * len(values)).reshape(-1, width)
+                # operator.pos passes numbers through and raises on text, which fromiter
+                # would otherwise parse ("12" -> 12.0) where pycocotools fails.
+                flat = map(operator.pos, itertools.chain.from_iterable(values))
+                out = np.fromiter(flat, np.float64, count=width * len(values)).reshape(-1, width)
         except (TypeError, ValueError):
             pass
-        for n, value in enumerate(values):
-            if np.shape(value) != (width,) or not all(isinstance(v, (int, float)) for v in value):
-                index = n if rows is None else int(rows[n])
-                raise ValueError(
-                    f"Detection {index} has {key} {value!r}; it must be a list of {width} numbers."
-                ) from None
-        raise AssertionError("unreachable")  # pragma: no cover
+        bad = (
+            np.flatnonzero(~np.isfinite(out).all(axis=1))
+            if out is not None
+            else (
+                n
+                for n, value in enumerate(values)
+                if np.shape(value) != (width,)
+                or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in value)
+            )
+        )
+        for n in bad:
+            index = n if rows is None else int(rows[n])
+            raise ValueError(
+                f"Detection {index} has {key} {values[n]!r}; it must be a list of {width} "
+                "finite numbers. Fix or drop that detection."
+            )
+        return out if out is not None else np.array(values, dtype=np.float64).reshape(-1, width)
 
 
 class _Detections:
@@ -305,14 +334,13 @@ class _Detections:
     def rles(self, rows: np.ndarray | None) -> list[dict]:
         """COCO RLEs of the detections at ``rows`` (all: None), as ``COCO.annToRLE`` makes them."""
         index = self.index if rows is None else self.index[rows]
-        column = self.columns["segmentation"]
-        segms = [column[i] for i in index.tolist()]
-        if set(map(type, segms)) <= {dict} and all(
-            type(segm.get("counts")) in (str, bytes) for segm in segms
-        ):
-            return segms  # all compressed already (a detector's output): nothing to convert
         results = self.columns.results
         return [_to_rle(results[i], self.images) for i in index.tolist()]
+
+    def segmentations(self, rows: np.ndarray) -> list:
+        """The detections' ``segmentation`` fields as given (RLEs from a detector, usually)."""
+        column = self.columns["segmentation"]
+        return [column[i] for i in self.index[rows].tolist()]
 
 
 def _to_rle(ann: Mapping, images: Mapping) -> dict:
@@ -387,11 +415,17 @@ def _mask_iou(dets: _Detections, truth: _GroundTruth, pair_dt, pair_gt) -> np.nd
         np.r_[np.searchsorted(pair_dt, used[dt_bounds[0][1:]]), len(pair_dt)],
     )
     dt_local = np.searchsorted(used, pair_dt)
-    rles = dets.rles(used)
+    # Detector output is compressed RLE, which pycocotools' iou() takes as it is; anything else
+    # (polygons, uncompressed RLE) makes it raise, and that image's masks are converted first.
+    given = dets.segmentations(used)
     crowd = truth.crowd.astype(np.uint8)
     for d0, d1, g0, g1, p0, p1 in zip(*dt_bounds, *gt_bounds, *pair_bounds):
         gt_rles = _image_rles(truth.anns[g0:g1], truth.images)
-        table = mask_utils.iou(rles[d0:d1], gt_rles, crowd[g0:g1].tolist())
+        iscrowd = crowd[g0:g1].tolist()
+        try:
+            table = mask_utils.iou(given[d0:d1], gt_rles, iscrowd)
+        except Exception:  # pycocotools raises bare Exceptions for input it cannot read
+            table = mask_utils.iou(dets.rles(used[d0:d1]), gt_rles, iscrowd)
         table = np.asarray(table).reshape(d1 - d0, g1 - g0)
         out[p0:p1] = table[dt_local[p0:p1] - d0, pair_gt[p0:p1] - g0]
     return out
@@ -547,40 +581,43 @@ def _accumulate(
     rank_sorted = dets.rank[order]
     outside = (area_sorted[:, None] < area_lo) | (area_sorted[:, None] > area_hi)  # [N, A]
     cand_cat_start = np.searchsorted(cand_cat, np.arange(num_cats))
+    included = [rank_sorted < max_det for max_det in max_dets]  # per maxDets, [N]
+    nd = [np.bincount(cat_sorted[inc], minlength=num_cats) for inc in included]
     for a in range(num_areas):
         # pycocotools: an unmatched detection outside the area range is ignored. [T, C] rows.
         matched_a = np.ascontiguousarray(matched[cand_order, a].T)
         ignored_a = np.ascontiguousarray(matched_ignored[cand_order, a].T)
         ignored_a |= ~matched_a & outside[cand_pos, a]
-        for m, max_det in enumerate(max_dets):
-            included = rank_sorted < max_det
+        plain_a = ~outside[:, a] & ~is_candidate
+        for m in range(len(max_dets)):
             # Non-candidates never match: each included one inside the area range is a false
             # positive at every threshold. Count them up to every candidate's position.
-            plain = np.cumsum(included & ~outside[:, a] & ~is_candidate)
+            plain = np.cumsum(included[m] & plain_a)
             plain_before_cat = np.r_[0, plain][cat_start[:-1]]
             plain_at = plain[cand_pos] - plain_before_cat[cand_cat]
-            counted = ~ignored_a & included[cand_pos]  # true and false positives, [T, C]
-            tp = counted & matched_a
-            # Counted detections up to each candidate, within its category.
+            counted = ~ignored_a & included[m][cand_pos]  # true and false positives, [T, C]
             counted_cum = np.cumsum(counted, axis=1, dtype=np.int64)
-            before = np.hstack([np.zeros((len(counted), 1), np.int64), counted_cum])
-            counted_cum -= before[:, cand_cat_start][:, cand_cat]
-            counted_cum += plain_at
-            nd = np.bincount(cat_sorted[included], minlength=num_cats)
+            # Counted before each category's first candidate, [T, K].
+            counted_before = np.hstack([np.zeros((num_thr, 1), np.int64), counted_cum])[
+                :, cand_cat_start
+            ]
             _fill(
-                precision[:, :, :, a, m], recall[:, :, a, m], tp, counted_cum, cand_cat,
-                npig[:, a], nd,
+                precision[:, :, :, a, m], recall[:, :, a, m], counted & matched_a, counted_cum,
+                counted_before, plain_at, cand_cat, npig[:, a], nd[m],
             )  # fmt: skip
     return precision, recall
 
 
-def _fill(precision, recall, tp, counted_cum, cand_cat, npig, nd):
+def _fill(precision, recall, tp, counted_cum, counted_before, plain_at, cand_cat, npig, nd):
     """pycocotools' per (category, threshold) precision-recall, from the true positives.
 
     precision ``[T, R, K]`` and recall ``[T, K]`` are written in place for categories with
-    ground truth; ``tp`` and ``counted_cum`` are ``[T, C]`` over the candidates in ranking
-    order, ``counted_cum`` the true and false positives up to each. At the c-th true positive, precision = c / (fp + c + eps) as pycocotools
-    computes it; recall threshold r is reached at the first true positive with c / npig >= r.
+    ground truth. ``tp`` and ``counted_cum`` are ``[T, C]`` over the candidates in ranking
+    order: whether each is a true positive, and the true and false positive candidates up to
+    it (``counted_before``, ``[T, K]``: those before the category; ``plain_at``, ``[C]``: the
+    other false positives up to it). At the c-th true positive precision is c / (fp + c + eps),
+    as pycocotools computes it; recall threshold r is reached at the first true positive with
+    c / npig >= r.
     """
     num_thr, num_rec, num_cats = precision.shape
     has_gt = npig > 0
@@ -593,30 +630,29 @@ def _fill(precision, recall, tp, counted_cum, cand_cat, npig, nd):
         need = need + short
     # True positives, threshold-major then category then rank: [t, k] segments, in order.
     t_idx, c_idx = np.nonzero(tp)
-    segment = t_idx * num_cats + cand_cat[c_idx]
+    cat = cand_cat[c_idx]
+    segment = t_idx * num_cats + cat
     seg_start = np.searchsorted(segment, np.arange(num_thr * num_cats + 1))
-    count = (np.arange(len(segment)) - seg_start[segment] + 1).astype(np.float64)
-    fp = (counted_cum[t_idx, c_idx] - count).astype(np.float64)
-    value = count / (fp + count + _EPS)
+    count = np.arange(1, len(segment) + 1) - seg_start[segment]
+    fp = counted_cum[t_idx, c_idx] - counted_before[t_idx, cat] + plain_at[c_idx] - count
+    count = count.astype(np.float64)
+    value = count / (fp.astype(np.float64) + count + _EPS)
     n_tp = np.diff(seg_start).reshape(num_thr, num_cats)
-    for t in range(num_thr):
-        recall[t, has_gt] = np.where(nd[has_gt] > 0, n_tp[t, has_gt] / npig[has_gt], 0)
-    precision[:, :, has_gt] = 0.0
+    recall[:, has_gt] = np.where(nd[has_gt] > 0, n_tp[:, has_gt] / npig[has_gt], 0)
     # Recall thresholds reached: positions need-1 (need 0: from the first) among each
     # segment's true positives.
     reached = need[None, :, :] <= n_tp[:, :, None]  # [T, K, R]
     reached &= has_gt[None, :, None] & (n_tp[:, :, None] > 0)
     t_r, k_r, r_r = np.nonzero(reached)
-    if not len(t_r):
-        return
-    start = seg_start[t_r * num_cats + k_r] + np.maximum(need[k_r, r_r] - 1, 0)
-    # Block maxima between consecutive reached positions (blocks end at the segment's end,
-    # where the next segment's first block starts), then the maximum over later blocks.
-    block = np.maximum.reduceat(value, start)
     table = np.full((num_thr, num_cats, num_rec), -np.inf)
-    table[t_r, k_r, r_r] = block
+    if len(t_r):
+        start = seg_start[t_r * num_cats + k_r] + np.maximum(need[k_r, r_r] - 1, 0)
+        # Block maxima between consecutive reached positions (blocks end at the segment's end,
+        # where the next segment's first block starts), then the maximum over later blocks.
+        table[t_r, k_r, r_r] = np.maximum.reduceat(value, start)
     envelope = np.maximum.accumulate(table[:, :, ::-1], axis=2)[:, :, ::-1]
-    precision[t_r, r_r, k_r] = envelope[t_r, k_r, r_r]
+    result = np.where(reached, envelope, 0.0).transpose(0, 2, 1)  # unreached: 0, [T, R, K]
+    precision[:, :, has_gt] = result[:, :, has_gt]
 
 
 def summarize(

@@ -1,4 +1,5 @@
-"""``coco_evaluate`` equals ``pycocotools.cocoeval.COCOeval`` to 1e-12, with either engine ("vectorized", lazydet's own, or "pycocotools" itself).
+"""``coco_evaluate`` equals ``pycocotools.cocoeval.COCOeval`` to 1e-12 with every engine:
+"vectorized" (lazydet's own), "hotcoco" and "pycocotools" itself.
 
 References: the official COCO API example (``coco_val2014_100``: its printed output is reproduced
 line for line), 77 edge cases with the numbers pycocotools 2.0.11 printed for each
@@ -20,9 +21,17 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from lazydet.evaluation import coco_evaluate, evaluate_coco
+from lazydet.evaluation.coco_eval import AUTO_ENGINE, hotcoco_available
 from lazydet.evaluation.synthetic import keypoints_subset, synthetic_coco
 
-ENGINES = ["pycocotools", "vectorized"]
+ENGINES = [
+    "pycocotools",
+    "vectorized",
+    pytest.param(
+        "hotcoco",
+        marks=pytest.mark.skipif(not hotcoco_available(), reason="hotcoco is not installed"),
+    ),
+]
 VAL2014 = {
     "bbox": ("instances_val2014_100.json", "instances_val2014_fakebbox100_results.json"),
     "segm": ("instances_val2014_100.json", "instances_val2014_fakesegm100_results.json"),
@@ -223,8 +232,17 @@ def test_bad_input_gets_one_clear_error(generated, tmp_path):
         coco_evaluate(gt, detections, "bbox", write_results=tmp_path)
 
 
-def test_auto_engine_is_the_vectorized_one(generated):
+@pytest.mark.parametrize("iou_type", ["bbox", "segm"])
+def test_auto_engine_is_the_fastest_installed(generated, iou_type, monkeypatch):
+    from lazydet.evaluation import coco_eval
+
     gt, detections = generated
-    result = evaluate_coco(gt, detections, "bbox", verbose=False)
-    assert result.engine == "vectorized"
-    np.testing.assert_allclose(result.stats, _pycocotools(gt, detections, "bbox").stats, atol=1e-12)
+    expected = AUTO_ENGINE[iou_type] if hotcoco_available() else "vectorized"
+    assert evaluate_coco(gt, detections, iou_type, verbose=False).engine == expected
+    monkeypatch.setattr(coco_eval, "hotcoco_available", lambda: False)
+    result = evaluate_coco(gt, detections, iou_type, verbose=False)
+    assert result.engine == "vectorized"  # no hotcoco: lazydet's own engine, same numbers
+    reference = _pycocotools(gt, detections, iou_type).stats
+    np.testing.assert_allclose(result.stats, reference, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="pip install"):
+        coco_evaluate(gt, detections, iou_type, engine="hotcoco")
