@@ -1,6 +1,7 @@
 """Faster R-CNN on a p2..p6 backbone (Detectron2's COCO recipe)."""
 
 from lazydet.config import MISSING, L
+from lazydet.evaluation import COCOEvaluator
 from lazydet.modeling.anchor_generator import DefaultAnchorGenerator
 from lazydet.modeling.meta_arch import GeneralizedRCNN
 from lazydet.modeling.proposal import RPN, StandardRPNHead
@@ -46,3 +47,7 @@ model = L(GeneralizedRCNN)(
 
 dataloader = detection_dataloader()
 train = train_node(eval_period=5000)
+
+# COCO AP (bbox; segm and keypoints too when the model predicts them) on dataset.test, every
+# train.eval_period iterations and at the end; python -m lazydet.evaluate uses it as well.
+evaluator = L(COCOEvaluator)(dataset_name="${dataset.test}")

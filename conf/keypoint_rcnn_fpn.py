@@ -4,7 +4,7 @@ from lazydet.config import L
 from lazydet.modeling.roi_heads import KRCNNConvDeconvUpsampleHead
 
 from ._dataloader import detection_dataloader
-from .faster_rcnn_fpn import defaults, model, train
+from .faster_rcnn_fpn import defaults, evaluator, model, train
 
 defaults = {**defaults, "dataset": "coco2017_keypoints"}
 model.roi_heads.keypoint_head = L(KRCNNConvDeconvUpsampleHead)(

@@ -8,6 +8,7 @@ layout out in full, for Detectron2's checkpoints).
 """
 
 from lazydet.config import MISSING, L
+from lazydet.evaluation import COCOEvaluator
 from lazydet.modeling.anchor_generator import DefaultAnchorGenerator
 from lazydet.modeling.backbone import LastLevelP6P7
 from lazydet.modeling.meta_arch.retinanet import RetinaNet
@@ -36,3 +37,7 @@ model = L(RetinaNet)(
 
 dataloader = detection_dataloader()
 train = train_node(eval_period=5000)
+
+# COCO AP (bbox; segm and keypoints too when the model predicts them) on dataset.test, every
+# train.eval_period iterations and at the end; python -m lazydet.evaluate uses it as well.
+evaluator = L(COCOEvaluator)(dataset_name="${dataset.test}")

@@ -53,6 +53,10 @@ def evaluate_checkpoint(cfg: Any, *, output_dir: str | os.PathLike | None = None
     evaluator_node = select(cfg, "evaluator") or select(cfg, "dataloader.evaluator")
     if evaluator_node is not None:
         evaluator = instantiate(evaluator_node)
+        if output_dir is not None and getattr(evaluator, "output_dir", False) is None:
+            # As in training: an evaluator that can write its results (COCOEvaluator) writes
+            # them into output= unless the config says where.
+            evaluator.output_dir = Path(output_dir)
     else:
         dataset = select(cfg, "dataset.test")
         if not isinstance(dataset, str):

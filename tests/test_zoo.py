@@ -75,3 +75,19 @@ def test_every_experiment_runs_with_every_backbone(experiment, backbone, monkeyp
         assert instances.pred_masks.shape == (len(instances), 48, 64)
     if instances.has("pred_keypoints"):
         assert instances.pred_keypoints.shape == (len(instances), 4, 3)
+
+
+@pytest.mark.parametrize("experiment", [e for e in ZOO.experiments() if e != "quickstart"])
+def test_every_coco_experiment_evaluates_coco_ap_on_its_test_split(experiment, monkeypatch):
+    """The trainer's eval hook and ``python -m lazydet.evaluate`` read ``evaluator``: every
+    experiment (and every detectron2_/torchvision_ preset built on one) declares it, on the
+    dataset group's test split (``dataset=voc2012`` moves it along)."""
+    monkeypatch.delenv("LAZYDET_CONFIG_PATH", raising=False)
+    cfg = compose(experiment, [])
+    assert cfg.evaluator._target_ == "lazydet.evaluation.COCOEvaluator"
+    from lazydet.config.interpolation import resolve
+
+    expected = "keypoints_coco_2017_val" if "keypoint" in experiment else "coco_2017_val"
+    assert resolve(cfg.evaluator).dataset_name == expected
+    moved = compose(experiment, ["dataset=voc2012"])
+    assert resolve(moved.evaluator).dataset_name == "voc_2007_test"

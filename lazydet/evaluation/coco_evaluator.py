@@ -113,7 +113,8 @@ class COCOEvaluator:
         tasks: which of "bbox", "segm", "keypoints" to score; default: what the outputs carry
             (bbox always, segm with ``pred_masks``, keypoints with ``pred_keypoints``).
         output_dir: when set, rank 0 writes ``coco_instances_results.json`` there.
-        engine: ``coco_evaluate``'s engine ("auto", "hotcoco", "pycocotools": same numbers).
+        engine: ``coco_evaluate``'s engine ("auto", "vectorized", "hotcoco", "pycocotools": same
+            numbers).
         restrict_to_processed: score only the images that were processed (pycocotools'
             ``imgIds``), so evaluating the first N images of a split is meaningful.
     """

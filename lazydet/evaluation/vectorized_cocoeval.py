@@ -213,7 +213,7 @@ class _GroundTruth:
 
 def _score_rank(score: np.ndarray) -> np.ndarray:
     """Dense rank of each score, highest first; equal scores share a rank."""
-    order = np.argsort(-score, kind="stable")
+    order = np.argsort(-score)  # any order among equal scores: they get one rank
     ordered = score[order]
     rank = np.empty(len(score), dtype=np.int64)
     rank[order] = np.cumsum(np.r_[False, ordered[1:] != ordered[:-1]])
@@ -497,9 +497,28 @@ def _match(dets, truth, pair_dt, pair_gt, overlap, gt_ignored):
     # Candidates arrive sorted by (group, score): their turn within the group is the round.
     turn = np.arange(len(candidates)) - (np.cumsum(per_group) - per_group)[group_of]
 
-    # Groups with similar numbers of ground truths share a padded bucket (width: a power of 2).
+    # One ground truth (most groups): no choice to make. A crowd region matches every candidate
+    # over the threshold; any other the first one (by score), after which it is taken.
+    single = group_slots[group_of] == 1
+    if single.any():
+        rows = np.flatnonzero(single)
+        gt_row = pair_gt[first_pair[rows]]
+        over = overlap[first_pair[rows], None] >= thresholds  # [n, T]
+        # The first candidate over each threshold, per group (rows are in group, turn order):
+        # the one where the count of candidates over it within the group reaches 1.
+        group = group_of[rows]
+        starts = np.r_[True, group[1:] != group[:-1]]
+        count = np.cumsum(over, axis=0)
+        before = np.vstack([np.zeros((1, num_thr), np.int64), count])[np.flatnonzero(starts)]
+        first = over & (count - before[np.cumsum(starts) - 1] == 1)
+        hit = over & (truth.crowd[gt_row, None] | first)
+        matched[rows] = (hit & truth.id_nonzero[gt_row, None])[:, None, :]
+        matched_ignored[rows] = hit[:, None, :] & gt_ignored[gt_row][:, :, None]
+
+    # Other groups share padded buckets by number of ground truths (width: a power of 2).
     width = 1 << np.ceil(np.log2(np.maximum(group_slots, 1))).astype(np.int64)
-    for size in np.unique(width):
+    width[group_slots == 1] = 0  # done above
+    for size in np.unique(width[width > 0]):
         in_bucket = np.flatnonzero(width == size)
         # Most rounds first: the groups still playing in round r are a prefix.
         in_bucket = in_bucket[np.argsort(-per_group[in_bucket], kind="stable")]
