@@ -32,7 +32,7 @@ import math
 import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from operator import itemgetter
+from operator import itemgetter, methodcaller
 from typing import Any
 
 import numpy as np
@@ -190,25 +190,47 @@ class _GroundTruth:
         self.image_pos = keep_img[sort]
         # COCOeval._prepare: ignore = iscrowd (an "ignore" field is overwritten), keypoints also
         # ignore instances without a labelled keypoint.
-        self.crowd = np.array([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool)
+        count = len(anns)
+        self.crowd = np.fromiter(
+            map(bool, map(methodcaller("get", "iscrowd", 0), anns)), bool, count
+        )
         self.ignore = self.crowd.copy()
         if iou_type == "keypoints":
             self.ignore |= np.array([a["num_keypoints"] == 0 for a in anns], dtype=bool)
-        self.area = np.fromiter(map(itemgetter("area"), anns), np.float64, count=len(anns))
         # A match is recorded as the ground truth's id; pycocotools treats id 0 as "unmatched".
-        self.id_nonzero = np.array([ids[i] != 0 for i in keep[sort]], dtype=bool)
-        if iou_type in ("bbox", "keypoints"):
-            boxes = list(map(itemgetter("bbox"), anns))
-            self.boxes = np.array(boxes, dtype=np.float64).reshape(-1, 4)
+        ids = map(itemgetter("id"), anns)
+        self.id_nonzero = np.fromiter(map(operator.ne, ids, itertools.repeat(0)), bool, count)
+        try:  # operator.pos refuses text, which fromiter would parse
+            self.area = np.fromiter(map(operator.pos, map(itemgetter("area"), anns)), float, count)
+            if iou_type in ("bbox", "keypoints"):
+                boxes = list(map(itemgetter("bbox"), anns))
+                if set(map(len, boxes)) != {4} and boxes:
+                    raise ValueError
+                flat = map(operator.pos, itertools.chain.from_iterable(boxes))
+                self.boxes = np.fromiter(flat, np.float64, 4 * count).reshape(-1, 4)
+        except (TypeError, ValueError):  # one at a time; the check below names the bad one
+            self.area = np.array([_number_or_nan(a.get("area")) for a in anns], dtype=np.float64)
+            self.boxes = np.array(
+                [[_number_or_nan(v) for v in _four(a.get("bbox"))] for a in anns], np.float64
+            ).reshape(-1, 4)
         # NaN compares false everywhere: pycocotools would match it arbitrarily. Refuse it.
         finite = np.isfinite(self.area)
         if iou_type in ("bbox", "keypoints"):
             finite &= np.isfinite(self.boxes).all(axis=1)
         for n in np.flatnonzero(~finite)[:1]:
             raise ValueError(
-                f"Ground-truth annotation id {anns[n]['id']!r} has a non-finite area or bbox "
-                f"(area {anns[n]['area']!r}, bbox {anns[n].get('bbox')!r}); fix the annotation file."
+                f"Ground-truth annotation id {anns[n]['id']!r} has area {anns[n]['area']!r} and "
+                f"bbox {anns[n].get('bbox')!r}; an area and a bbox of 4 finite numbers are "
+                "needed. Fix the annotation file."
             )
+
+
+def _number_or_nan(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) else math.nan
+
+
+def _four(box: Any) -> list:
+    return list(box) if isinstance(box, (list, tuple)) and len(box) == 4 else [math.nan] * 4
 
 
 def _score_rank(score: np.ndarray) -> np.ndarray:

@@ -153,7 +153,7 @@ def test_non_finite_ground_truth_is_refused_by_id():
     gt, detections = synthetic_coco(3, seed=9)
     gt = copy.deepcopy(gt)
     gt["annotations"][2]["area"] = float("nan")
-    with pytest.raises(ValueError, match=r"annotation id 3 has a non-finite area"):
+    with pytest.raises(ValueError, match=r"annotation id 3 has area nan"):
         evaluate_coco(gt, detections, "bbox", verbose=False)
 
 
@@ -163,3 +163,15 @@ def test_short_keypoint_rows_are_refused():
     detections[1]["keypoints"] = detections[1]["keypoints"][:-3]
     with pytest.raises(ValueError, match="Detection 1 has 48 keypoint values"):
         evaluate_coco(gt, detections, "keypoints", verbose=False)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("area", "900"), ("area", None), ("bbox", [1, 2, 3]), ("bbox", [1, 2, "3", 4])],
+)
+def test_malformed_ground_truth_is_refused_by_id(field, value):
+    gt, detections = synthetic_coco(3, seed=9)
+    gt = copy.deepcopy(gt)
+    gt["annotations"][4][field] = value
+    with pytest.raises(ValueError, match=r"annotation id 5 has area .* 4 finite numbers"):
+        evaluate_coco(gt, detections, "bbox", verbose=False)
