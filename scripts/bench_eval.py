@@ -70,6 +70,24 @@ def _lazydet(engine):
     return run
 
 
+def _read_floor(gt, results, iou_type):
+    """Not an evaluator: only read the fields every evaluator must read from the results list
+    (ids, scores, the boxes or keypoints as floats; masks: the RLE dicts) with NumPy's fastest
+    reader. No Python-level evaluator can take less time; returns no numbers."""
+    import itertools
+    from operator import itemgetter
+
+    n = len(results)
+    for key in ("image_id", "category_id", "score"):
+        np.fromiter(map(itemgetter(key), results), np.float64, count=n)
+    geometry = {"bbox": "bbox", "segm": "segmentation", "keypoints": "keypoints"}[iou_type]
+    column = list(map(itemgetter(geometry), results))
+    if iou_type != "segm":
+        width = len(column[0])
+        np.fromiter(itertools.chain.from_iterable(column), np.float64, count=width * n)
+    return None
+
+
 CANDIDATES = {
     "pycocotools": _pycocotools,
     "faster-coco-eval": _faster_coco_eval,
@@ -79,6 +97,7 @@ CANDIDATES = {
     "lazydet": _lazydet("auto"),
     # ... and lazydet's NumPy engine alone (what auto runs without hotcoco).
     "lazydet vectorized": _lazydet("vectorized"),
+    "(reading the input, the floor)": _read_floor,
 }
 
 
@@ -112,10 +131,11 @@ def main() -> None:
                 with contextlib.redirect_stdout(io.StringIO()):
                     out = run(g, r, iou_type)
                 best = min(best, time.perf_counter() - t0)
-            times[name], stats[name] = best, np.asarray(out, dtype=np.float64)
+            times[name] = best
+            stats[name] = None if out is None else np.asarray(out, dtype=np.float64)
         reference = stats["pycocotools"]
         for name in CANDIDATES:
-            diff = float(np.abs(stats[name] - reference).max())
+            diff = np.nan if stats[name] is None else float(np.abs(stats[name] - reference).max())
             rows.append((iou_type, name, times[name], times["pycocotools"] / times[name], diff))
         print(f"{iou_type}: AP {reference[0]:.4f}")
     print(
@@ -123,7 +143,8 @@ def main() -> None:
     )
     print("|---|---|---|---|---|")
     for iou_type, name, seconds, speedup, diff in rows:
-        print(f"| {iou_type} | {name} | {seconds:.3f} | {speedup:.1f}x | {diff:.1e} |")
+        shown = "-" if np.isnan(diff) else f"{diff:.1e}"
+        print(f"| {iou_type} | {name} | {seconds:.3f} | {speedup:.1f}x | {shown} |")
 
 
 if __name__ == "__main__":
