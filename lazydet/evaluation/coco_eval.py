@@ -330,7 +330,7 @@ def check_results(gt: Mapping, results: Sequence[Mapping], iou_type: str) -> dic
                     "person_keypoints file: only the keypoint categories)."
                 )
         k = _num_keypoints(gt)
-        lengths = {len(kp) for kp in columns["keypoints"]}
+        lengths = set(map(len, columns["keypoints"]))
         for index, det in enumerate(results if k is not None and lengths - {3 * k} else ()):
             if len(det["keypoints"]) != 3 * k:
                 raise ValueError(

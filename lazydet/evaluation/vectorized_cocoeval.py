@@ -275,8 +275,14 @@ class _Columns:
     def floats(self, key: str, rows: np.ndarray | None, width: int) -> np.ndarray:
         """``[len(rows), width]`` float64 from the lists of numbers in field ``key``."""
         column = self[key]
-        if rows is not None and len(rows) > len(column) // 2:  # cheaper: read all, then pick
+        if rows is not None and len(rows) > 0.9 * len(column):  # cheaper: read all, then pick
             return self.floats(key, None, width)[rows]
+        if rows is not None and len(rows) > 1 and (np.diff(rows) < 0).any():
+            # Read in input order (the lists lie in memory in that order: 1.4x faster).
+            order = np.argsort(rows, kind="stable")
+            out = np.empty((len(rows), width))
+            out[order] = self.floats(key, rows[order], width)
+            return out
         values = column if rows is None else [column[i] for i in rows.tolist()]
         out = None
         try:
@@ -346,9 +352,12 @@ class _Detections:
         elif "segmentation" in results[0]:
             # One RLE at a time: pycocotools' area() reads a list of dicts as polygons.
             self.area = np.array([mask_utils.area(rle) for rle in self.rles(None)], np.float64)
-        else:
-            points = columns.floats("keypoints", self.index, len(results[0]["keypoints"]))
-            x, y = points[:, 0::3], points[:, 1::3]
+        if len(results) and (iou_type == "keypoints" or not hasattr(self, "area")):
+            # Read once, for the OKS and (without boxes or masks) the area. ``[N, 3k]``,
+            # (x, y, v) triples in image pixels.
+            self.keypoints = columns.floats("keypoints", self.index, len(results[0]["keypoints"]))
+        if not hasattr(self, "area"):
+            x, y = self.keypoints[:, 0::3], self.keypoints[:, 1::3]
             self.area = (x.max(1) - x.min(1)) * (y.max(1) - y.min(1))
         if iou_type == "bbox" and not hasattr(self, "boxes"):
             self.boxes = columns.floats("bbox", self.index, 4)
@@ -453,31 +462,53 @@ def _mask_iou(dets: _Detections, truth: _GroundTruth, pair_dt, pair_gt) -> np.nd
     return out
 
 
+_OKS_BLOCK = 2048  # pairs per block: [2048, 17] float64 temporaries, ~280 KB each
+
+
 def _oks(dets: _Detections, truth: _GroundTruth, pair_dt, pair_gt, sigmas) -> np.ndarray:
     """pycocotools' ``computeOks`` per pair. Each OKS is a mean over the ground truth's labelled
     keypoints (all when none is labelled); the sums run over contiguous rows of equal length so
     NumPy sums each in the order its 1-D ``np.sum`` uses."""
     k = len(sigmas)
-    used = np.unique(pair_dt)
-    det_rows = np.searchsorted(used, pair_dt)
-    det_points = dets.columns.floats("keypoints", dets.index[used], 3 * k)
+    if not len(pair_dt):
+        return np.zeros(0)
+    # x and y as contiguous [N, k] / [G, k] tables: gathering whole rows is several times
+    # faster than gathering strided columns of the pairs.
+    det_x = np.ascontiguousarray(dets.keypoints[:, 0::3])
+    det_y = np.ascontiguousarray(dets.keypoints[:, 1::3])
     gt_points = np.array([a["keypoints"] for a in truth.anns], dtype=np.float64).reshape(-1, 3 * k)
-    xd, yd = det_points[det_rows, 0::3], det_points[det_rows, 1::3]  # [P, k]
-    xg, yg = gt_points[pair_gt, 0::3], gt_points[pair_gt, 1::3]
+    gt_x, gt_y = np.ascontiguousarray(gt_points[:, 0::3]), np.ascontiguousarray(gt_points[:, 1::3])
     visible = gt_points[:, 2::3] > 0  # [G, k]
     labelled = visible.sum(1)
-    box = truth.boxes[pair_gt]
+    outside = labelled[pair_gt] == 0
+    # Unlabelled ground truth: the distance to a box twice its size (few pairs, done first).
+    out_rows = np.flatnonzero(outside)
+    box = truth.boxes[pair_gt[out_rows]]
     x0, x1 = box[:, :1] - box[:, 2:3], box[:, :1] + box[:, 2:3] * 2
     y0, y1 = box[:, 1:2] - box[:, 3:4], box[:, 1:2] + box[:, 3:4] * 2
-    outside = labelled[pair_gt] == 0
-    dx = np.where(
-        outside[:, None], np.maximum(0, x0 - xd) + np.maximum(0, xd - x1), xd - xg
-    )  # unlabelled ground truth: distance to a box twice its size
-    dy = np.where(outside[:, None], np.maximum(0, y0 - yd) + np.maximum(0, yd - y1), yd - yg)
+    xd, yd = det_x[pair_dt[out_rows]], det_y[pair_dt[out_rows]]
+    out_dx = np.maximum(0, x0 - xd) + np.maximum(0, xd - x1)
+    out_dy = np.maximum(0, y0 - yd) + np.maximum(0, yd - y1)
     variances = (sigmas * 2) ** 2
+    scale = truth.area[pair_gt] + _EPS
+    # exp(-(dx**2 + dy**2) / variances / scale / 2), pycocotools' operations in its order, in
+    # blocks of pairs that stay in the CPU cache (one pass over [P, k] temporaries is 3x slower).
+    similarity = np.empty((len(pair_dt), k))
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-        e = (dx**2 + dy**2) / variances / (truth.area[pair_gt][:, None] + _EPS) / 2
-        similarity = np.exp(-e)
+        for lo in range(0, len(pair_dt), _OKS_BLOCK):
+            hi = min(lo + _OKS_BLOCK, len(pair_dt))
+            dx = det_x[pair_dt[lo:hi]]
+            dx -= gt_x[pair_gt[lo:hi]]
+            dy = det_y[pair_dt[lo:hi]]
+            dy -= gt_y[pair_gt[lo:hi]]
+            a, b = np.searchsorted(out_rows, (lo, hi))
+            dx[out_rows[a:b] - lo], dy[out_rows[a:b] - lo] = out_dx[a:b], out_dy[a:b]
+            e = np.multiply(dx, dx, out=dx)
+            e += np.multiply(dy, dy, out=dy)
+            e /= variances
+            e /= scale[lo:hi, None]
+            e /= 2
+            np.exp(np.negative(e, out=e), out=similarity[lo:hi])
     out = np.empty(len(pair_dt))
     count = np.where(outside, k, labelled[pair_gt])
     # Labelled keypoints in keypoint order: row p's terms, gathered into count[p] columns.

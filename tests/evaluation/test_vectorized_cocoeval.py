@@ -81,6 +81,21 @@ def test_input_order_does_not_matter_beyond_ties(crowded):
     _assert_same(gt, shuffled, "bbox")
 
 
+def test_keypoints_beyond_max_dets_shuffled_and_unlabelled_ground_truth(crowded):
+    """More than maxDets (20) person detections per image, in shuffled order (the engine reads
+    only the kept ones' keypoints, in input order), and ground truths with no labelled keypoint
+    (OKS from the distance to a box twice their size)."""
+    gt, detections = keypoints_subset(*crowded)
+    gt = copy.deepcopy(gt)
+    per_image = np.bincount([det["image_id"] for det in detections])
+    assert per_image.max() > 20
+    for ann in gt["annotations"][::4]:
+        ann["keypoints"][2::3] = [0] * (len(ann["keypoints"]) // 3)  # num_keypoints kept: counted
+    shuffled = list(detections)
+    np.random.default_rng(2).shuffle(shuffled)
+    _assert_same(gt, shuffled, "keypoints")
+
+
 def test_custom_max_dets_and_image_subset(crowded):
     gt, detections = crowded
     _assert_same(gt, detections, "bbox", maxDets=[1, 3, 7])
