@@ -33,6 +33,7 @@ import math
 import operator
 import os
 import warnings
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -596,11 +597,15 @@ def coco_evaluate(
 def _per_category_ap(gt: Mapping, cat_ids: list[int], precision: np.ndarray) -> dict[str, float]:
     """AP@[.5:.95], all areas, largest maxDets, per category (as Detectron2 reports it)."""
     names = {cat["id"]: str(cat.get("name", cat["id"])) for cat in gt["categories"]}
+    # A name that two categories share would keep only one of them: those get their id added.
+    shared = {name for name, count in Counter(names.values()).items() if count > 1}
     out = {}
     for k, cat_id in enumerate(cat_ids):
         values = precision[:, :, k, 0, -1]
         values = values[values > -1]
-        out[names.get(cat_id, str(cat_id))] = float(values.mean()) if values.size else float("nan")
+        name = names.get(cat_id, str(cat_id))
+        name = f"{name} (id {cat_id})" if name in shared else name
+        out[name] = float(values.mean()) if values.size else float("nan")
     return out
 
 

@@ -147,6 +147,21 @@ def test_per_category_ap_is_cocoeval_on_that_category(generated, engine):
     assert result.metrics()["AP"] == pytest.approx(100 * result.stats[0])
 
 
+def test_categories_sharing_a_name_each_keep_their_ap(generated):
+    gt, detections = copy.deepcopy(generated)
+    present = sorted({a["category_id"] for a in gt["annotations"]})
+    for cat in gt["categories"]:
+        if cat["id"] in present[:2]:
+            cat["name"] = "thing"
+    result = evaluate_coco(gt, detections, "bbox", verbose=False)
+    assert len(result.per_category_ap) == len(gt["categories"])
+    for cat_id in present[:2]:
+        reference = _pycocotools(gt, detections, "bbox", catIds=[cat_id])
+        assert result.per_category_ap[f"thing (id {cat_id})"] == pytest.approx(
+            reference.stats[0], abs=1e-12
+        )
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 def test_custom_sigmas_and_max_dets_match_pycocotools(generated, engine):
     gt, detections = keypoints_subset(*generated)
