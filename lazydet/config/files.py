@@ -144,7 +144,13 @@ def load_file_namespace(path: str | os.PathLike) -> types.ModuleType:
     except Exception as e:
         line = _line_in(path, e)
         where = f"{path}, line {line}" if line else str(path)
-        raise ConfigError(f"Error in config file {where}: {type(e).__name__}: {e}") from e
+        hint = ""
+        if isinstance(e, ModuleNotFoundError) and e.name and "." not in e.name:
+            hint = (
+                f" If '{e.name}' is your own code (a project's package), make it importable: "
+                f"`pip install -e` it or add the folder that holds it to PYTHONPATH."
+            )
+        raise ConfigError(f"Error in config file {where}: {type(e).__name__}: {e}.{hint}") from e
     # Files importing this one get Config values (attribute access), like the loaded config.
     for name, value in list(vars(module).items()):
         if _is_config_value(name, value):

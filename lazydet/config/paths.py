@@ -66,7 +66,11 @@ def locate(path: str) -> Any:
         if hasattr(builtins, parts[0]):
             module, module_end = builtins, 0
         else:
-            raise ConfigError(f"Cannot import '{path}': no module '{parts[0]}' ({first_error}).")
+            raise ConfigError(
+                f"Cannot import '{path}': no module '{parts[0]}' ({first_error}). If it is your "
+                f"own code (a project's package), make it importable: `pip install -e` it or add "
+                f"the folder that holds '{parts[0]}' to PYTHONPATH."
+            )
     obj: Any = module
     for i in range(module_end, len(parts)):
         attr = parts[i]

@@ -37,7 +37,8 @@ def test_load_picks_keys(fixture_conf):
         ("model = dict(a=1\n", r"Syntax error in config file .*broken.py, line 1"),
         (
             "import no_such_module_xyz\n",
-            r"Error in config file .*broken.py, line 1: ModuleNotFoundError",
+            r"Error in config file .*broken.py, line 1: ModuleNotFoundError.*"
+            r"add the folder that holds it to PYTHONPATH",
         ),
         (
             "from .missing_sibling import x\n",

@@ -36,6 +36,11 @@ def test_target_is_the_shortest_import_path_string():
     )
 
 
+def test_a_target_in_a_package_python_cannot_import_says_how_to_make_it_importable():
+    with pytest.raises(ConfigError, match=r"no module 'my_project_xyz'.*PYTHONPATH"):
+        locate("my_project_xyz.heads.MaskHead")
+
+
 def test_positional_arguments_and_nesting_are_kept():
     node = L(nn.Sequential)(L(nn.Linear)(4, 8), L(nn.ReLU)())
     assert node._args_[0]._args_ == [4, 8]
