@@ -164,6 +164,10 @@ BAD_CASES = [
     ({"iscrowd": 2}, "iscrowd must be 0 or 1"),
     ({"keypoints": [1, 1, 2, 3, 3]}, "keypoints has 5 values"),
     ({"segmentation": [[1, 1, 2, 2]]}, "polygon has 4 coordinates"),
+    # float64 arrays from text would read "2" as 2.0; pycocotools fails on it later.
+    ({"segmentation": [["1", "1", "2", "1", "2", "2"]]}, "polygon is not a flat list of numbers"),
+    ({"segmentation": [[1, 1, 2, 1, "2", 2]]}, "polygon is not a flat list of numbers"),
+    ({"segmentation": [[1, 1, 2, 1, None, 2]]}, "polygon is not a flat list of numbers"),
     # Run lengths that do not cover the 20 pixels: pycocotools would decode uninitialised memory
     # (fewer) or fail later without naming the annotation (more, garbage).
     ({"segmentation": {"size": [4, 5], "counts": [3, 2]}}, "sum to 5 pixels but the mask is 4x5"),

@@ -51,10 +51,17 @@ def _compact_json_object(obj: dict) -> dict:
     if segmentation.__class__ is list and "category_id" in obj:
         # A plain try (not contextlib.suppress): this runs once per annotation, ~1M times.
         try:  # noqa: SIM105
-            obj["segmentation"] = [np.array(p, dtype=np.float64) for p in segmentation]
+            obj["segmentation"] = [_float_array(p) for p in segmentation]
         except (TypeError, ValueError):
             pass  # left as parsed; validation below reports the annotation by id
     return obj
+
+
+def _float_array(values: list) -> np.ndarray:
+    """float64 array of a list of numbers; other lists keep their inferred dtype (text: a
+    string array), for validation to refuse, where ``dtype=float64`` would parse "12" as 12."""
+    array = np.array(values)
+    return array.astype(np.float64) if array.dtype.kind in "iu" else array
 
 
 class _InvalidAnnotation(Exception):
@@ -74,7 +81,7 @@ def _convert_segmentation(segmentation: Any, height: int, width: int) -> Any:
         raise _InvalidAnnotation(f"segmentation of type {type(segmentation).__name__}")
     polygons = []
     for polygon in segmentation:
-        if not isinstance(polygon, np.ndarray) or polygon.ndim != 1:
+        if not isinstance(polygon, np.ndarray) or polygon.ndim != 1 or polygon.dtype.kind != "f":
             raise _InvalidAnnotation("a polygon is not a flat list of numbers")
         if polygon.size < 6 or polygon.size % 2:
             raise _InvalidAnnotation(
