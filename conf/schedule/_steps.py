@@ -5,9 +5,13 @@ from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, MultiStepLR, S
 from lazydet.config import L, ref
 
 
-def _warmup(warmup_iters: int) -> dict:
-    # From 0.1% of the lr up to the lr in warmup_iters iterations (Detectron2's default factor).
-    return L(LinearLR)(optimizer=ref("optimizer"), start_factor=0.001, total_iters=warmup_iters)
+def _after_warmup(warmup_iters: int, then: dict) -> dict:
+    """The ``then`` scheduler node, preceded by a linear warm-up from 0.1% of the lr up to the lr
+    in ``warmup_iters`` iterations (Detectron2's default factor)."""
+    warmup = L(LinearLR)(optimizer=ref("optimizer"), start_factor=0.001, total_iters=warmup_iters)
+    return L(SequentialLR)(
+        optimizer=ref("optimizer"), schedulers=[warmup, then], milestones=[warmup_iters]
+    )
 
 
 def warmup_then_steps(*, max_iter: int, steps: list[int], warmup_iters: int = 1000) -> dict:
@@ -22,18 +26,12 @@ def warmup_then_steps(*, max_iter: int, steps: list[int], warmup_iters: int = 10
         raise ValueError(f"steps={steps} must increase and stay below max_iter={max_iter}.")
     return dict(
         max_iter=max_iter,
-        lr_scheduler=L(SequentialLR)(
-            optimizer=ref("optimizer"),
-            schedulers=[
-                _warmup(warmup_iters),
-                # MultiStepLR counts from the end of the warm-up inside SequentialLR.
-                L(MultiStepLR)(
-                    optimizer=ref("optimizer"),
-                    milestones=[s - warmup_iters for s in steps],
-                    gamma=0.1,
-                ),
-            ],
-            milestones=[warmup_iters],
+        lr_scheduler=_after_warmup(
+            warmup_iters,
+            # MultiStepLR counts from the end of the warm-up inside SequentialLR.
+            L(MultiStepLR)(
+                optimizer=ref("optimizer"), milestones=[s - warmup_iters for s in steps], gamma=0.1
+            ),
         ),
     )
 
@@ -46,14 +44,10 @@ def warmup_then_cosine(*, max_iter: int, warmup_iters: int = 1000) -> dict:
         )
     return dict(
         max_iter=max_iter,
-        lr_scheduler=L(SequentialLR)(
-            optimizer=ref("optimizer"),
-            schedulers=[
-                _warmup(warmup_iters),
-                L(CosineAnnealingLR)(
-                    optimizer=ref("optimizer"), T_max=max_iter - warmup_iters, eta_min=0.0
-                ),
-            ],
-            milestones=[warmup_iters],
+        lr_scheduler=_after_warmup(
+            warmup_iters,
+            L(CosineAnnealingLR)(
+                optimizer=ref("optimizer"), T_max=max_iter - warmup_iters, eta_min=0.0
+            ),
         ),
     )
