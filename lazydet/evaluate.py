@@ -17,9 +17,10 @@ import json
 import logging
 import math
 import os
-import sys
 from pathlib import Path
 from typing import Any
+
+from lazydet.utils.cli import command_main
 
 __all__ = ["evaluate_checkpoint", "main"]
 
@@ -109,21 +110,7 @@ def run(argv: list[str]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "--help" in argv or "-h" in argv:
-        print(__doc__)
-        return
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    from lazydet.config import ConfigError, InstantiationError
-
-    try:
-        run(argv)
-    except ConfigError as e:
-        print(f"lazydet.evaluate: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except (InstantiationError, OSError, ValueError) as e:
-        print(f"lazydet.evaluate: {e}", file=sys.stderr)
-        raise SystemExit(1) from None
+    command_main("lazydet.evaluate", __doc__, run, argv)
 
 
 if __name__ == "__main__":

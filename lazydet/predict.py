@@ -21,6 +21,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from lazydet.utils.cli import UsageError, command_main
+
 __all__ = ["main", "predict_images", "show_ground_truth"]
 
 logger = logging.getLogger("lazydet.predict")
@@ -37,10 +39,6 @@ OWN_KEYS = (
     "show_gt",
     "max_images",
 )
-
-
-class UsageError(ValueError):
-    """A command-line mistake: printed as one line, exit code 2."""
 
 
 def parse_arguments(argv: list[str]) -> tuple[dict[str, str], list[str], bool]:
@@ -299,22 +297,7 @@ def run(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "--help" in argv or "-h" in argv:
-        print(__doc__)
-        return
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    from lazydet.config import ConfigError, InstantiationError
-
-    try:
-        code = run(argv)
-    except (UsageError, ConfigError) as e:
-        print(f"lazydet.predict: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except (InstantiationError, OSError, ValueError) as e:
-        print(f"lazydet.predict: {e}", file=sys.stderr)
-        raise SystemExit(1) from None
-    raise SystemExit(code)
+    command_main("lazydet.predict", __doc__, run, argv)
 
 
 if __name__ == "__main__":
