@@ -195,6 +195,30 @@ def test_ema_normaliser_by_hand():
     )
 
 
+def _ema_on_this_rank():
+    """Per-rank body of the 2-process test (module level: spawned processes import it)."""
+    from lazydet.utils import comm
+
+    _, model = build_pair(loss_normalizer="ema")
+    anchors, logits, deltas, gt_classes, matched, num_fg = _labelled_batch(model)
+    if comm.get_rank() == 1:  # fewer foreground anchors here: half of them become background
+        foreground = torch.nonzero((gt_classes >= 0) & (gt_classes < NUM_CLASSES))
+        gone = foreground[: len(foreground) // 2]
+        gt_classes[gone[:, 0], gone[:, 1]] = NUM_CLASSES
+        num_fg -= len(gone)
+    model.losses(anchors, logits, deltas, gt_classes, matched)
+    return comm.all_gather_object((num_fg, float(model.foreground_ema)))
+
+
+def test_foreground_ema_is_the_same_on_two_gloo_processes():
+    from lazydet.engine.launch import launch
+
+    (count_0, ema_0), (count_1, ema_1) = launch(_ema_on_this_rank, num_processes=2)
+    assert count_0 != count_1  # the ranks saw different batches ...
+    assert ema_0 == ema_1  # ... and still share one normaliser: the mean count's step
+    assert ema_0 == pytest.approx(0.9 * 100 + 0.1 * (count_0 + count_1) / 2)
+
+
 def test_training_steps_reduce_loss_and_inference_rescales_to_original_size():
     torch.manual_seed(0)
     model = RetinaNet(
