@@ -343,6 +343,7 @@ def _task(hydra_cfg: Any) -> dict[str, str]:
     overrides = [o for o in hydra.overrides.task if o.split("=", 1)[0] != EXPERIMENT_GROUP]
     output_dir = Path(hydra.runtime.output_dir)
     sweeping = hydra.mode == RunMode.MULTIRUN
+    traceback_logged = False
     try:
         # Compose again through lazydet rather than converting Hydra's result: one code path for
         # the CLI and for notebooks, with lazydet's override semantics and validation.
@@ -365,6 +366,7 @@ def _task(hydra_cfg: Any) -> dict[str, str]:
             result, error = {}, _failure_text(e)
             if not isinstance(e, (ConfigError, InstantiationError, SystemExit)):
                 logger.error("Job #%s failed", hydra.job.num, exc_info=e)  # into the job's log
+                traceback_logged = True
             print(
                 f"lazydet.train: job #{hydra.job.num} ({' '.join(hydra.overrides.task)}) "
                 f"failed: {error}",
@@ -377,6 +379,10 @@ def _task(hydra_cfg: Any) -> dict[str, str]:
             "overrides": list(hydra.overrides.task),
             "ok": error is None,
             "error": error,
+            # Where the traceback is: Hydra's job log (the console shows only the summary, and on
+            # SLURM the job's own stderr sits in a submitit file). lazydet's own errors carry
+            # their whole story in the message and log none.
+            "log": str(_job_log(output_dir, hydra.job.name)) if traceback_logged else None,
         }
         try:
             output_dir.mkdir(parents=True, exist_ok=True)
@@ -384,6 +390,12 @@ def _task(hydra_cfg: Any) -> dict[str, str]:
         except OSError as e:
             logger.error("Cannot record the job's status in %s: %s", output_dir, e)
     return result
+
+
+def _job_log(output_dir: Path, job_name: str) -> Path:
+    """Hydra's log file of a job (``<output_dir>/<job name>.log``), else its output directory."""
+    log = output_dir / f"{job_name}.log"
+    return log if log.is_file() else output_dir
 
 
 def _varying(overrides: list[list[str]]) -> list[set[str]]:
@@ -587,6 +599,9 @@ def main(argv: list[str] | None = None) -> None:
     statuses = this._SWEEP_RESULT.get("statuses")
     if args.multirun and statuses is not None:
         failed = any(not s["ok"] for s in statuses)
+        for s in sorted(statuses, key=lambda s: s["num"]):
+            if not s["ok"] and s.get("log"):
+                print(f"lazydet.train: job #{s['num']}'s log: {s['log']}", file=sys.stderr)
         print(
             f"lazydet.train: {sweep_summary(statuses)}", file=sys.stderr if failed else sys.stdout
         )
