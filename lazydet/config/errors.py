@@ -30,3 +30,11 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     if len(close) == 1:
         return f" Did you mean '{close[0]}'?"
     return " Did you mean one of " + ", ".join(f"'{c}'" for c in close) + "?"
+
+
+def make_importable_hint(package: str) -> str:
+    """A " If 'pkg' is your own code..." suffix for a top-level package Python cannot import."""
+    return (
+        f" If '{package}' is your own code (a project's package), make it importable: "
+        f"`pip install -e` it or add the folder that holds '{package}' to PYTHONPATH."
+    )

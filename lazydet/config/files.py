@@ -16,7 +16,7 @@ import types
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, make_importable_hint
 from .lazy import MISSING, Config, store, to_node
 
 __all__ = ["load", "load_file_namespace"]
@@ -146,10 +146,7 @@ def load_file_namespace(path: str | os.PathLike) -> types.ModuleType:
         where = f"{path}, line {line}" if line else str(path)
         hint = ""
         if isinstance(e, ModuleNotFoundError) and e.name and "." not in e.name:
-            hint = (
-                f" If '{e.name}' is your own code (a project's package), make it importable: "
-                f"`pip install -e` it or add the folder that holds it to PYTHONPATH."
-            )
+            hint = make_importable_hint(e.name)
         raise ConfigError(f"Error in config file {where}: {type(e).__name__}: {e}.{hint}") from e
     # Files importing this one get Config values (attribute access), like the loaded config.
     for name, value in list(vars(module).items()):

@@ -13,7 +13,7 @@ import importlib
 import types
 from typing import Any
 
-from .errors import ConfigError, did_you_mean
+from .errors import ConfigError, did_you_mean, make_importable_hint
 
 __all__ = ["import_path", "is_importable_object", "locate"]
 
@@ -67,9 +67,8 @@ def locate(path: str) -> Any:
             module, module_end = builtins, 0
         else:
             raise ConfigError(
-                f"Cannot import '{path}': no module '{parts[0]}' ({first_error}). If it is your "
-                f"own code (a project's package), make it importable: `pip install -e` it or add "
-                f"the folder that holds '{parts[0]}' to PYTHONPATH."
+                f"Cannot import '{path}': no module '{parts[0]}' ({first_error})."
+                + make_importable_hint(parts[0])
             )
     obj: Any = module
     for i in range(module_end, len(parts)):

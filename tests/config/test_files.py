@@ -38,7 +38,7 @@ def test_load_picks_keys(fixture_conf):
         (
             "import no_such_module_xyz\n",
             r"Error in config file .*broken.py, line 1: ModuleNotFoundError.*"
-            r"add the folder that holds it to PYTHONPATH",
+            r"add the folder that holds 'no_such_module_xyz' to PYTHONPATH",
         ),
         (
             "from .missing_sibling import x\n",
