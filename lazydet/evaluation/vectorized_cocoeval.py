@@ -341,6 +341,10 @@ class _Detections:
         self.columns = columns
         self.images = images
         results = columns.results
+        if iou_type == "keypoints" and len(results):
+            # Read once, for the OKS and (without boxes or masks) the area. ``[N, 3k]``,
+            # (x, y, v) triples in image pixels.
+            self.keypoints = columns.floats("keypoints", self.index, len(results[0]["keypoints"]))
         # COCO.loadRes: the area of the box when the first result has a box, else of the mask,
         # else of the keypoints' extent.
         if not len(results):
@@ -352,12 +356,13 @@ class _Detections:
         elif "segmentation" in results[0]:
             # One RLE at a time: pycocotools' area() reads a list of dicts as polygons.
             self.area = np.array([mask_utils.area(rle) for rle in self.rles(None)], np.float64)
-        if len(results) and (iou_type == "keypoints" or not hasattr(self, "area")):
-            # Read once, for the OKS and (without boxes or masks) the area. ``[N, 3k]``,
-            # (x, y, v) triples in image pixels.
-            self.keypoints = columns.floats("keypoints", self.index, len(results[0]["keypoints"]))
-        if not hasattr(self, "area"):
-            x, y = self.keypoints[:, 0::3], self.keypoints[:, 1::3]
+        else:
+            points = (
+                self.keypoints
+                if iou_type == "keypoints"
+                else columns.floats("keypoints", self.index, len(results[0]["keypoints"]))
+            )
+            x, y = points[:, 0::3], points[:, 1::3]
             self.area = (x.max(1) - x.min(1)) * (y.max(1) - y.min(1))
         if iou_type == "bbox" and not hasattr(self, "boxes"):
             self.boxes = columns.floats("bbox", self.index, 4)
