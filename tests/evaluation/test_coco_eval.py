@@ -13,6 +13,7 @@ import copy
 import io
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -96,7 +97,11 @@ def _edge_cases(shared_data_dir):
 def _edge_case_params():
     folder = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "coco_eval_edge_cases"
     if not folder.is_dir():
-        return [pytest.param(None, None, None, marks=pytest.mark.skip(reason=f"{folder} absent"))]
+        # Under CI=true the shared_data fixture fails the test instead of skipping it.
+        marks = (
+            () if os.environ.get("CI") == "true" else pytest.mark.skip(reason=f"{folder} absent")
+        )
+        return [pytest.param(None, None, None, marks=marks)]
     return [pytest.param(n, t, e, id=f"{n}-{t}") for n, t, e in _edge_cases(folder)]
 
 
