@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -134,12 +134,17 @@ class Predictor:
         cls,
         cfg: Any,
         *,
-        weights: str | os.PathLike | None = None,
+        weights: str | os.PathLike | Mapping[str, Tensor] | None = None,
         device: str | torch.device | None = None,
         batch_size: int = 4,
     ) -> Predictor:
-        """Build ``cfg.model``, load ``weights`` (any checkpoint ``load_weights`` reads; default
-        ``cfg.train.init_checkpoint``), and take names from the test dataset's metadata."""
+        """Build ``cfg.model``, load ``weights`` (a file, a weights name such as
+        ``torchvision:maskrcnn_resnet50_fpn`` or a state dict; default
+        ``cfg.train.init_checkpoint``), and take names from the test dataset's metadata.
+
+        The weights must fit the whole model (``WeightsMisfitError`` otherwise). No weights at
+        all is refused (``ValueError``) unless ``weights="random"`` (or
+        ``train.init_checkpoint=random``) asks for the initial values on purpose."""
         from lazydet.checkpoint.start import RANDOM_WEIGHTS, load_start_weights
         from lazydet.config import instantiate, select
         from lazydet.utils.visualizer import skeleton_from_metadata
