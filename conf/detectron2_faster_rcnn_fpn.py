@@ -13,3 +13,8 @@ from .faster_rcnn_fpn import *
 defaults = {group: option for group, option in defaults.items() if group != "model/backbone"}
 model.backbone = detectron2_resnet50_fpn()
 use_detectron2_inputs(model)
+
+# No starting weights by default (the torchvision:resnet50 of the base recipe does not suit this
+# preset): give this preset's COCO weights, train.init_checkpoint=detectron2:COCO-Detection/faster_rcnn_R_50_FPN_3x
+# (docs/weights.md), or a file; null trains from scratch.
+train.init_checkpoint = None

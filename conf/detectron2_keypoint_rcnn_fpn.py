@@ -13,3 +13,8 @@ defaults = {group: option for group, option in defaults.items() if group != "mod
 model.backbone = detectron2_resnet50_fpn()
 use_detectron2_inputs(model)
 model.roi_heads.keypoint_head.score_type = "probability"
+
+# No starting weights by default (the torchvision:resnet50 of the base recipe does not suit this
+# preset): give this preset's COCO weights, train.init_checkpoint=detectron2:COCO-Keypoints/keypoint_rcnn_R_50_FPN_3x
+# (docs/weights.md), or a file; null trains from scratch.
+train.init_checkpoint = None

@@ -22,3 +22,8 @@ model.backbone = detectron2_resnet50_fpn(
 model.top_block = None
 use_detectron2_inputs(model)
 model.clip_before_nms = False
+
+# No starting weights by default (the torchvision:resnet50 of the base recipe does not suit this
+# preset): give this preset's COCO weights, train.init_checkpoint=detectron2:COCO-Detection/retinanet_R_50_FPN_3x
+# (docs/weights.md), or a file; null trains from scratch.
+train.init_checkpoint = None

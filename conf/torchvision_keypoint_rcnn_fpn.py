@@ -16,3 +16,8 @@ from ._torchvision_numerics import use_torchvision_numerics
 from .keypoint_rcnn_fpn import *
 
 use_torchvision_numerics(model)
+
+# No starting weights by default (the torchvision:resnet50 of the base recipe does not suit this
+# preset): give this preset's COCO weights, train.init_checkpoint=torchvision:keypointrcnn_resnet50_fpn
+# (docs/weights.md), or a file; null trains from scratch.
+train.init_checkpoint = None

@@ -35,3 +35,8 @@ model.score_threshold = 0.05
 model.topk_candidates = 1000
 model.nms_threshold = 0.5
 model.max_detections_per_image = 300
+
+# No starting weights by default (the torchvision:resnet50 of the base recipe does not suit this
+# preset): give this preset's COCO weights, train.init_checkpoint=torchvision:retinanet_resnet50_fpn
+# (docs/weights.md), or a file; null trains from scratch.
+train.init_checkpoint = None

@@ -30,7 +30,8 @@ logger = logging.getLogger("lazydet.evaluate")
 def evaluate_checkpoint(cfg: Any, *, output_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     """Build ``cfg.model``, load ``cfg.train.init_checkpoint``, run ``dataloader.test`` through
     ``inference_on_dataset`` with the config's evaluator (default: ``COCOEvaluator``)."""
-    from lazydet.checkpoint import load_weights
+    from lazydet.checkpoint.load import WeightsMisfitError
+    from lazydet.checkpoint.start import load_start_weights
     from lazydet.config import ConfigError, instantiate, select
     from lazydet.evaluation import COCOEvaluator, inference_on_dataset
 
@@ -42,7 +43,9 @@ def evaluate_checkpoint(cfg: Any, *, output_dir: str | os.PathLike | None = None
         raise ConfigError("Set train.init_checkpoint=PATH (the weights to evaluate).")
     model = instantiate(cfg.model)
     try:
-        report = load_weights(model, checkpoint)
+        report = load_start_weights(model, cfg, training=False)
+    except WeightsMisfitError:
+        raise  # an input error (exit 1), not a config one
     except (OSError, ValueError) as e:
         raise ConfigError(f"train.init_checkpoint: {e}") from e
     logger.info("%s", str(report).splitlines()[0] if str(report) else report)

@@ -266,10 +266,6 @@ def run(argv: list[str]) -> int:
             own["checkpoint"], device=device, batch_size=batch_size
         )
     elif cfg is not None:
-        if not (cfg.get("train") or {}).get("init_checkpoint"):
-            logger.warning(
-                "No train.init_checkpoint: predicting with the config's initial weights."
-            )
         predictor = Predictor.from_config(cfg, device=device, batch_size=batch_size)
         test = (cfg.get("dataset") or {}).get("test")
         if isinstance(test, str):

@@ -167,21 +167,21 @@ def build(cfg: Any) -> dict[str, Any]:
 
     Returns the built top-level objects, plus ``"init_checkpoint"``: the ``LoadReport`` (or None).
     """
+    from lazydet.checkpoint.start import configure_start, load_start_weights
+
+    configure_start(cfg)  # from scratch: nothing frozen, norms train
     built = instantiate(cfg)
     checkpoint = (cfg.get("train") or {}).get("init_checkpoint")
     report = None
     if checkpoint:
-        from lazydet.checkpoint import load_weights
-
         if "model" not in built:
             raise ConfigError(
                 f"train.init_checkpoint={checkpoint!r} is set but the config has no 'model'."
             )
         try:
-            report = load_weights(built["model"], checkpoint)
+            report = load_start_weights(built["model"], cfg)
         except (OSError, ValueError) as e:
             raise ConfigError(f"train.init_checkpoint: {e}") from e
-        logger.info("%s", report)
     return {**built, "init_checkpoint": report}
 
 

@@ -17,17 +17,25 @@ from lazydet.checkpoint.formats import (
     UnsafeCheckpointError,
     read_checkpoint,
 )
-from lazydet.checkpoint.load import LoadReport, load_weights
+from lazydet.checkpoint.load import LoadReport, WeightsMisfitError, load_weights
 from lazydet.checkpoint.metadata import build_metadata, config_from_metadata, read_metadata
+from lazydet.checkpoint.named_weights import (
+    NAMED_WEIGHTS,
+    WeightsUnavailableError,
+    resolve_named_weights,
+)
 from lazydet.checkpoint.store import load_checkpoint, save_checkpoint
 from lazydet.checkpoint.torchvision_names import convert_torchvision_state_dict
 
 __all__ = [
+    "NAMED_WEIGHTS",
     "Checkpoint",
     "CheckpointError",
     "LoadReport",
     "SafeUnpickler",
     "UnsafeCheckpointError",
+    "WeightsMisfitError",
+    "WeightsUnavailableError",
     "build_metadata",
     "config_from_metadata",
     "convert_detectron2_state_dict",
@@ -36,5 +44,6 @@ __all__ = [
     "load_weights",
     "read_checkpoint",
     "read_metadata",
+    "resolve_named_weights",
     "save_checkpoint",
 ]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,15 +17,29 @@ from lazydet.checkpoint.detectron2_names import (
 )
 from lazydet.checkpoint.formats import checkpoint_from_object, read_checkpoint
 from lazydet.checkpoint.layout import ModelLayout
+from lazydet.checkpoint.named_weights import (
+    is_weights_name,
+    named_weights,
+    resolve_named_weights,
+)
 from lazydet.checkpoint.torchvision_names import (
     convert_torchvision_state_dict,
     is_torchvision_state_dict,
 )
 
-__all__ = ["LoadReport", "load_weights"]
+__all__ = ["LoadReport", "WeightsMisfitError", "load_weights"]
 
 # How many names a report or an error lists before "... and N more".
 _SHOWN = 10
+# How many names a misfit error lists per kind (missing, mismatched).
+_SHOWN_IN_ERROR = 5
+
+
+class WeightsMisfitError(ValueError):
+    """A checkpoint leaves tensors missing or mismatched in the part of the model it is for.
+
+    A ``ValueError``: the commands print it and exit 1 before writing anything.
+    """
 
 
 @dataclass
@@ -49,6 +64,13 @@ class LoadReport:
         kept: training-state buffers a torchvision or Detectron2 checkpoint cannot hold (e.g.
             RetinaNet's ``foreground_ema``): left as initialised, and not counted as missing.
         renamed: model name -> checkpoint name, for the tensors that were renamed.
+        part: the prefix of the part of the model the checkpoint is meant to fill: ``""`` (the
+            whole model) for a detector or lazydet checkpoint, the ResNet's prefix
+            (``"backbone.bottom_up."``) for an ImageNet classifier file.
+        skipped: model names left at their initial values because they start with one of the
+            ``skip`` prefixes (``train.init_checkpoint_skip``).
+        looks_like: what the file's names say it was made for (``"torchvision_mask_rcnn_fpn"``,
+            ``"an ImageNet ResNet-50 (model.backbone=resnet50)"``), or None.
     """
 
     source: str
@@ -61,6 +83,61 @@ class LoadReport:
     nonfinite: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
     renamed: dict[str, str] = field(default_factory=dict)
+    part: str = ""
+    skipped: list[str] = field(default_factory=list)
+    looks_like: str | None = None
+
+    @property
+    def misfit(self) -> list[str]:
+        """Model names in ``part`` that the checkpoint did not fill: missing, or mismatched in
+        shape or kind of number (``skipped`` and ``kept`` names are not misfits)."""
+        names = [
+            *self.missing,
+            *(name for name, _, _ in self.mismatched),
+            *(name for name, _, _ in self.mismatched_dtype),
+        ]
+        return [name for name in names if name.startswith(self.part)]
+
+    def misfit_message(self, model_name: str = "the model") -> str:
+        """The error text for a misfit: counts, the first names, the preset the file suits."""
+        part = f"the ResNet at {self.part.rstrip('.')}" if self.part else "the whole model"
+        lines = [
+            f"{self.source} does not fit {model_name} ({part}): loaded {len(self.loaded)} "
+            f"tensors, {len(self.misfit)} left at their initial values."
+        ]
+        missing = [name for name in self.missing if name.startswith(self.part)]
+        if missing:
+            shown = ", ".join(_group(missing)[:_SHOWN_IN_ERROR])
+            lines.append(
+                f"Missing from the file ({len(missing)}): {shown}" + _more(_group(missing))
+            )
+        mismatched = [
+            f"{name} (file {list(a)}, model {list(b)})"
+            for name, a, b in self.mismatched
+            if name.startswith(self.part)
+        ] + [
+            f"{name} (file {a}, model {b})"
+            for name, a, b in self.mismatched_dtype
+            if name.startswith(self.part)
+        ]
+        if mismatched:
+            shown = ", ".join(mismatched[:_SHOWN_IN_ERROR])
+            lines.append(f"Mismatched ({len(mismatched)}): {shown}" + _more(mismatched))
+        if self.looks_like:
+            lines.append(f"The file looks made for {self.looks_like}.")
+        modules = sorted({name.rsplit(".", 1)[0] for name in self.misfit})
+        skip = ",".join(_common_prefixes(modules)[:_SHOWN_IN_ERROR])
+        lines.append(
+            "Use the preset it was made for; or, to start these layers from their initial "
+            f"values (fine-tuning with another num_classes), set train.init_checkpoint_skip=[{skip}]; "
+            "or train.init_checkpoint_strict=false to load what fits and list the rest."
+        )
+        return "\n".join(lines)
+
+    def require_fit(self, model_name: str = "the model") -> None:
+        """Raise ``WeightsMisfitError`` (with ``misfit_message``) if ``misfit`` is not empty."""
+        if self.misfit:
+            raise WeightsMisfitError(self.misfit_message(model_name))
 
     @property
     def complete(self) -> bool:
@@ -99,7 +176,78 @@ class LoadReport:
         )
         section("Loaded, but holding NaN or inf", self.nonfinite)
         section(f"Training state {self.naming} checkpoints do not hold, left as is", self.kept)
+        section("Left at their initial values by the skip prefixes", _group(self.skipped))
         return "\n".join(lines)
+
+
+def _more(names: list[str]) -> str:
+    return f" and {len(names) - _SHOWN_IN_ERROR} more." if len(names) > _SHOWN_IN_ERROR else "."
+
+
+def _common_prefixes(modules: list[str]) -> list[str]:
+    """Shortest list of module prefixes covering ``modules``: the parents two levels up when
+    several children share one (``roi_heads.box_predictor.cls_score`` and ``.bbox_pred`` give
+    ``roi_heads.box_predictor``)."""
+    parents: dict[str, list[str]] = {}
+    for module in modules:
+        parts = module.split(".")
+        parent = ".".join(parts[:2]) if len(parts) > 2 else module
+        parents.setdefault(parent, []).append(module)
+    return list(parents)
+
+
+def _under(name: str, prefixes: Sequence[str]) -> bool:
+    """``name`` is ``prefix`` or inside it, on a dotted boundary."""
+    return any(name == p or name.startswith(p.rstrip(".") + ".") for p in prefixes)
+
+
+def _is_imagenet_classifier(state_dict: Mapping[str, Tensor]) -> bool:
+    """A ResNet classifier's file (torchvision's ImageNet weights): the stem and ``fc`` at the top
+    level, no detector parts."""
+    return "fc.weight" in state_dict and "conv1.weight" in state_dict
+
+
+def _resnet_depth(state_dict: Mapping[str, Tensor]) -> int | None:
+    blocks = {int(m.group(1)) for k in state_dict if (m := re.match(r"layer3\.(\d+)\.", k))}
+    bottleneck = "layer1.0.conv3.weight" in state_dict
+    return {
+        (False, 2): 18,
+        (False, 6): 34,
+        (True, 6): 50,
+        (True, 23): 101,
+        (True, 36): 152,
+    }.get((bottleneck, len(blocks)))
+
+
+def looks_like(state_dict: Mapping[str, Tensor], naming: str) -> str | None:
+    """The preset (or backbone option) a state dict's names say it was made for, or None."""
+    names = list(state_dict)
+
+    def has(*prefixes: str) -> bool:
+        return any(name.startswith(prefixes) for name in names)
+
+    if _is_imagenet_classifier(state_dict):
+        depth = _resnet_depth(state_dict)
+        if depth is None:
+            return "an ImageNet ResNet classifier"
+        return (
+            f"an ImageNet ResNet-{depth} (a COCO recipe with model.backbone=resnet{depth}, "
+            f"train.init_checkpoint=torchvision:resnet{depth})"
+        )
+    if has("roi_heads.mask", "mask_head."):
+        arch = "mask_rcnn_fpn"
+    elif has("roi_heads.keypoint"):
+        arch = "keypoint_rcnn_fpn"
+    elif has("roi_heads.", "rpn.", "proposal_generator."):
+        arch = "faster_rcnn_fpn"
+    elif has("head.classification_head", "head.cls_subnet", "head.cls_score"):
+        arch = "retinanet_fpn"
+    elif has("backbone.net.patch_embed"):
+        return "a ViT backbone (model.backbone=vit_b or vit_l)"
+    else:
+        return None
+    prefix = {"torchvision": "torchvision_", "detectron2": "detectron2_"}.get(naming, "")
+    return f"conf={prefix}{arch}"
 
 
 def _kind(dtype: torch.dtype) -> str:
@@ -181,11 +329,15 @@ def load_weights(
     checkpoint: str | Path | Mapping[str, Tensor],
     *,
     strict: bool = False,
+    require_fit: bool = False,
+    skip: Sequence[str] = (),
     detectron2_to_rgb: bool | None = None,
 ) -> LoadReport:
     """Load a checkpoint into ``model`` and report what matched.
 
-    The checkpoint may be a path (a lazydet checkpoint, a torchvision ``.pth`` state dict, a
+    The checkpoint may be a name of ``lazydet.checkpoint.named_weights``
+    (``"torchvision:resnet50"``: the file is taken from torch.hub's cache, downloaded if absent),
+    a path (a lazydet checkpoint, a torchvision ``.pth`` state dict, a
     Detectron2 ``.pkl``: see ``lazydet.checkpoint.formats``) or an in-memory state dict.
     Its naming (lazydet, torchvision, Detectron2) is recognised from the names, converted for this
     model, and the tensors whose names and shapes match are copied in; the rest is reported.
@@ -194,8 +346,15 @@ def load_weights(
     Args:
         model: the lazydet model to load into (its parameters and buffers are overwritten in
             place, on their own device and dtype).
-        checkpoint: a file path or a state dict.
+        checkpoint: a weights name, a file path or a state dict.
         strict: raise instead of reporting when anything is missing, unexpected or mismatched.
+        require_fit: raise ``WeightsMisfitError``, before changing the model, when the file
+            leaves tensors missing or mismatched in the part it is for (``LoadReport.part``:
+            the whole model, or the ResNet for an ImageNet classifier file). Unexpected tensors
+            (an ImageNet file's ``fc``) are allowed.
+        skip: model-name prefixes (``"roi_heads.box_predictor"``) left at their initial values
+            and not counted as misfits (``report.skipped``): starting new heads on pretrained
+            weights.
         detectron2_to_rgb: for Detectron2 checkpoints (trained on BGR images), reverse the stem
             conv's input channels so the weights work on RGB images. None (the default) follows
             the model's one channel-order setting, ``model.input_format``: reversed for ``"RGB"``
@@ -207,10 +366,23 @@ def load_weights(
     Raises:
         FileNotFoundError, ValueError: unreadable or unsafe file (the message names it).
         ValueError: no tensor of the checkpoint fits the model ("0 of N ... matched": most likely
-            a checkpoint of another architecture), or ``strict`` and the load was incomplete.
+            a checkpoint of another architecture), or ``strict`` and the load was incomplete,
+            or an unknown weights name.
+        WeightsMisfitError: ``require_fit`` and a misfit (a ``ValueError``).
+        WeightsUnavailableError: a weights name whose file is not cached and cannot be
+            downloaded (an ``OSError``).
     """
     if isinstance(checkpoint, Mapping):
         loaded = checkpoint_from_object(checkpoint, "<state dict>")
+    elif is_weights_name(checkpoint):
+        if named_weights(str(checkpoint)).imagenet and ModelLayout.of(model).resnet is None:
+            raise ValueError(
+                f"{checkpoint} is an ImageNet ResNet, but {type(model).__name__} has no ResNet "
+                "to put it in (the ViT options have no ImageNet file lazydet converts: set "
+                "train.init_checkpoint=null to train from scratch)."
+            )
+        loaded = read_checkpoint(resolve_named_weights(str(checkpoint)))
+        loaded.source = f"{checkpoint} ({loaded.source})"
     elif isinstance(checkpoint, (str, Path)):
         loaded = read_checkpoint(checkpoint)
     else:
@@ -244,6 +416,8 @@ def load_weights(
         for name, value in shaped.items()
         if _same_kind(value.dtype, expected[name].dtype)
     }
+    skipped = [name for name in expected if _under(name, skip)]
+    usable = {name: value for name, value in usable.items() if not _under(name, skip)}
     if not usable:
         sample = ", ".join(list(state_dict)[:3])
         model_sample = ", ".join(list(expected)[:3])
@@ -261,7 +435,7 @@ def load_weights(
             )
         )
 
-    absent = [name for name in expected if name not in converted]
+    absent = [name for name in expected if name not in converted and not _under(name, skip)]
     # A foreign file cannot hold lazydet's training-state buffers; a lazydet file should.
     exempt = set(ModelLayout.of(model).training_state) if naming != "lazydet" else set()
     report = LoadReport(
@@ -274,15 +448,21 @@ def load_weights(
         mismatched=[
             (name, tuple(converted[name].shape), tuple(expected[name].shape))
             for name in expected
-            if name in converted and converted[name].shape != expected[name].shape
+            if name in converted
+            and converted[name].shape != expected[name].shape
+            and not _under(name, skip)
         ],
         mismatched_dtype=[
             (name, shaped[name].dtype, expected[name].dtype)
             for name in shaped
-            if name not in usable
+            if name not in usable and not _under(name, skip)
         ],
         nonfinite=sorted(name for name, value in usable.items() if not _all_finite(value)),
         renamed={name: sources[name] for name in usable if sources[name] != name},
+        # An ImageNet classifier is meant for the ResNet only: the rest of a detector is new.
+        part=(ModelLayout.of(model).resnet or "") if _is_imagenet_classifier(state_dict) else "",
+        skipped=skipped,
+        looks_like=looks_like(state_dict, naming),
     )
     if report.nonfinite:
         shown = ", ".join(report.nonfinite[:_SHOWN])
@@ -297,6 +477,8 @@ def load_weights(
         )
     if strict and not report.complete:
         raise ValueError(f"load_weights(strict=True): the load was incomplete.\n{report}")
+    if require_fit:
+        report.require_fit(type(model).__name__)
 
     with torch.no_grad():
         targets = dict(model.state_dict(keep_vars=True))

@@ -20,8 +20,17 @@ class TrainConfig:
     """Knobs of ``python -m lazydet.train`` (see docs/training.md).
 
     Attributes:
-        init_checkpoint: weights to start from (lazydet, torchvision or Detectron2 file), loaded
-            into ``model`` before training; ignored when the run resumes from its own checkpoint.
+        init_checkpoint: weights to start from: a file (lazydet, torchvision or Detectron2) or a
+            name such as ``torchvision:resnet50`` (docs/weights.md), loaded into ``model`` before
+            training; ignored when the run resumes from its own checkpoint. ``None`` trains from
+            scratch: then no ResNet stage is frozen and its norms train
+            (``lazydet.checkpoint.start.configure_start``).
+        init_checkpoint_skip: model-name prefixes (``["roi_heads.box_predictor",
+            "roi_heads.mask_head.predictor"]``) left at their initial values: new heads on
+            pretrained weights, e.g. another ``num_classes``.
+        init_checkpoint_strict: a checkpoint that leaves tensors missing or mismatched (outside
+            ``init_checkpoint_skip``) in the part it is for is an error; ``False`` loads what
+            fits and lists what was left at its initial value.
         seed: seeds Python, numpy and torch before anything is built (each rank adds its rank).
         resume: continue from the newest complete checkpoint in the run directory (the default);
             ``False`` starts over and moves the run directory's old checkpoints aside.
@@ -50,6 +59,8 @@ class TrainConfig:
     """
 
     init_checkpoint: str | None = None
+    init_checkpoint_skip: list[str] | None = None
+    init_checkpoint_strict: bool = True
     seed: int = 0
     resume: bool = True
     checkpoint_period: int = 5000

@@ -14,8 +14,9 @@ when there is one.
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ from PIL import Image, ImageOps
 from torch import Tensor, nn
 
 __all__ = ["Predictor"]
+
+logger = logging.getLogger("lazydet.predictor")
 
 ImageLike = str | os.PathLike | Image.Image | np.ndarray | Tensor
 
@@ -131,13 +134,18 @@ class Predictor:
         cls,
         cfg: Any,
         *,
-        weights: str | os.PathLike | None = None,
+        weights: str | os.PathLike | Mapping[str, Tensor] | None = None,
         device: str | torch.device | None = None,
         batch_size: int = 4,
     ) -> Predictor:
-        """Build ``cfg.model``, load ``weights`` (any checkpoint ``load_weights`` reads; default
-        ``cfg.train.init_checkpoint``), and take names from the test dataset's metadata."""
-        from lazydet.checkpoint import load_weights
+        """Build ``cfg.model``, load ``weights`` (a file, a weights name such as
+        ``torchvision:maskrcnn_resnet50_fpn`` or a state dict; default
+        ``cfg.train.init_checkpoint``), and take names from the test dataset's metadata.
+
+        The weights must fit the whole model (``WeightsMisfitError`` otherwise). No weights at
+        all is refused (``ValueError``) unless ``weights="random"`` (or
+        ``train.init_checkpoint=random``) asks for the initial values on purpose."""
+        from lazydet.checkpoint.start import RANDOM_WEIGHTS, load_start_weights
         from lazydet.config import instantiate, select
         from lazydet.utils.visualizer import skeleton_from_metadata
 
@@ -145,10 +153,18 @@ class Predictor:
             raise ValueError("Predictor.from_config: the config has no 'model' to build.")
         model = instantiate(cfg.model)
         weights = weights if weights is not None else select(cfg, "train.init_checkpoint")
-        if weights:
-            # Raises when no tensor fits (another architecture's weights); partial loads are
-            # reported by load_weights' log and its LoadReport.
-            load_weights(model, weights)
+        if weights == RANDOM_WEIGHTS:
+            logger.warning("train.init_checkpoint=%s: predicting with random weights.", weights)
+        elif weights:
+            # Raises WeightsMisfitError when tensors are missing or mismatched (unless
+            # train.init_checkpoint_skip / init_checkpoint_strict=false say otherwise).
+            load_start_weights(model, cfg, checkpoint=weights, training=False)
+        else:
+            raise ValueError(
+                "No weights to predict with: set train.init_checkpoint=FILE_OR_NAME (e.g. "
+                "torchvision:maskrcnn_resnet50_fpn, docs/weights.md), or "
+                f"train.init_checkpoint={RANDOM_WEIGHTS} to predict with random weights on purpose."
+            )
         augmentation_node = select(cfg, "dataloader.test.mapper.augmentations")
         augmentations = instantiate(augmentation_node) if augmentation_node is not None else None
         class_names = keypoint_names = skeleton = None

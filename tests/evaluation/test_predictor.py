@@ -92,7 +92,7 @@ def _check(instances, expected):
 @pytest.fixture(scope="module")
 def predictor(setup):
     _, tv, cfg, _ = setup
-    predictor = Predictor.from_config(cfg, device="cpu", batch_size=2)
+    predictor = Predictor.from_config(cfg, weights=tv.state_dict(), device="cpu", batch_size=2)
     report = load_weights(predictor.model, tv.state_dict())
     assert report.naming == "torchvision"
     return predictor

@@ -1,4 +1,9 @@
-"""ResNet-101 + FPN: p2..p6, 256 channels."""
+"""ResNet-101 + FPN: p2..p6, 256 channels.
+
+Starts from torchvision's ImageNet ResNet-101 with train.init_checkpoint=torchvision:resnet101 (RGB,
+ImageNet mean/std, stride in the 3x3 conv); stem and res2 frozen with FrozenBN, unless
+train.init_checkpoint=null, which unfreezes them and trains BN.
+"""
 
 from ._resnet_fpn import resnet_fpn
 

@@ -1,4 +1,9 @@
-"""ResNet-50 + FPN: p2..p6, 256 channels."""
+"""ResNet-50 + FPN: p2..p6, 256 channels.
+
+Starts from torchvision's ImageNet ResNet-50 with train.init_checkpoint=torchvision:resnet50 (RGB,
+ImageNet mean/std, stride in the 3x3 conv); stem and res2 frozen with FrozenBN, unless
+train.init_checkpoint=null, which unfreezes them and trains BN.
+"""
 
 from ._resnet_fpn import resnet_fpn
 
