@@ -7,7 +7,7 @@ with ``pip install -e ".[bench]"``.
     python scripts/bench_eval.py                 # 1,000 images (about a minute here)
     python scripts/bench_eval.py --images 5000   # the size (pycocotools alone ~2 min)
 
-Data (``lazydet.evaluation.synthetic``): ~7 instances per image in 80 categories with polygon
+Data (``tests/fixtures/synthetic_coco.py``): ~7 instances per image in 80 categories with polygon
 masks (crowd regions as RLE), 17 keypoints on persons; 100 detections per image with RLE masks
 (keypoint detections: the person detections). Every candidate gets the same in-memory ground
 truth dict and results list and is timed from there to its 12 (10) summary numbers, best of
@@ -21,7 +21,9 @@ import argparse
 import contextlib
 import copy
 import io
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -66,7 +68,7 @@ def _lazydet(engine):
     def run(gt, results, iou_type):
         from lazydet.evaluation import coco_evaluate
 
-        return coco_evaluate(gt, results, iou_type, engine=engine, verbose=False)
+        return coco_evaluate(gt, results, iou_type, engine=engine, verbose=False).stats
 
     return run
 
@@ -109,7 +111,8 @@ def main() -> None:
     parser.add_argument("--types", default="bbox,segm,keypoints")
     args = parser.parse_args()
 
-    from lazydet.evaluation.synthetic import keypoints_subset, synthetic_coco
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "fixtures"))
+    from synthetic_coco import keypoints_subset, synthetic_coco
 
     start = time.perf_counter()
     gt, detections = synthetic_coco(args.images)

@@ -1,25 +1,27 @@
 """COCO AP for any COCO results file: the numbers of ``pycocotools.cocoeval.COCOeval``, faster.
 
-``coco_evaluate(gt_json, results_json, iou_type)`` returns the 12 summary numbers (10 for
-keypoints), prints the usual table and a per-category AP table, and can write the results it was
-given as a COCO results json.
+``coco_evaluate(gt_json, results_json, iou_type)`` returns a ``COCOEvalResult`` (``.stats``: the
+12 summary numbers, 10 for keypoints), prints the usual table and a per-category AP table, and can
+write the results it was given as a COCO results json.
 
-Engines. The matching, accumulation and summary are done by one of two engines that compute the
-same numbers:
+Engines (``ENGINES``; which one ``"auto"`` runs: ``AUTO_ENGINE``). Three engines compute
+pycocotools' numbers on every input the check lets through:
 
-- ``"vectorized"`` (``lazydet.evaluation.vectorized_cocoeval``, the default): pycocotools'
-  algorithm over all images, categories, area ranges and thresholds at once in NumPy, with the
-  same floating-point operations; 40-100x faster than pycocotools here (``scripts/bench_eval.py``,
-  ``docs/evaluation.md``). ``tests/evaluation/test_coco_eval.py`` holds it to pycocotools to
-  1e-12 on the official COCO API example, on 77 edge cases and on generated data.
-- ``"pycocotools"``: the reference itself (a required dependency).
+- ``"vectorized"`` (``lazydet.evaluation.vectorized_cocoeval``): pycocotools' algorithm over all
+  images, categories, area ranges and thresholds at once in NumPy, with the same floating-point
+  operations (bit-equal; auto's choice for bbox, and wherever hotcoco is not exact);
+- ``"hotcoco"``: a Rust port of the COCO API (auto's choice for segm and keypoints when installed);
+- ``"pycocotools"``: the reference itself (a required dependency; never chosen by auto).
 
-Input on which pycocotools would crash, assert or quietly compute nonsense is refused before
-either engine runs: a detection on an image the ground truth does not have, a keypoint detection
-whose length does not match the ground truth, a missing field, a non-finite score, box or
-keypoint, or keypoints without the right number of OKS sigmas raise one ``ValueError`` naming the
-detection and the fix. An empty results list scores zero where the ground truth has instances
-(pycocotools crashes in ``loadRes``).
+``tests/evaluation/test_coco_eval.py`` holds each to pycocotools to 1e-12 on the official COCO API
+example, on 77 edge cases and on generated data; ``tests/hostile/test_evaluation_inputs.py`` holds
+each probe input and a property test over random valid and invalid inputs (equal, or refused).
+
+Before any engine runs, ``lazydet.evaluation.coco_input.check_input`` refuses what pycocotools
+would crash on, hang on or score as nonsense (one ``ValueError`` naming the entry and the fix),
+renumbers string image ids, and says which engines are not exact on the input (``auto`` avoids
+them, an explicit request for one is refused). An empty results list scores zero where the
+ground truth has instances (pycocotools crashes in ``loadRes``).
 """
 
 from __future__ import annotations
@@ -30,24 +32,29 @@ import gc
 import io
 import json
 import math
-import operator
 import os
 import warnings
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from lazydet.evaluation import vectorized_cocoeval
+from lazydet.evaluation.coco_input import (
+    check_input,
+    load_ground_truth,
+    load_results,
+    num_keypoints,
+)
 
 IOU_TYPES = ("bbox", "segm", "keypoints")
 ENGINES = ("auto", "vectorized", "hotcoco", "pycocotools")
 # What engine="auto" runs, per IoU type: the fastest on 5,000 generated images here
-# (scripts/bench_eval.py, docs/evaluation.md). hotcoco falls back to "vectorized" when missing.
+# (scripts/bench_eval.py, docs/evaluation.md). hotcoco gives way to "vectorized" when it is not
+# installed or not exact on the input (CheckedInput.inexact, a non-default max_dets).
 AUTO_ENGINE = {"bbox": "vectorized", "segm": "hotcoco", "keypoints": "hotcoco"}
 
 # The OKS sigmas of COCO's 17 person keypoints (pycocotools' default, from the COCO paper).
@@ -150,199 +157,31 @@ def hotcoco_available() -> bool:
     return True
 
 
-def resolve_engine(engine: str, iou_type: str = "bbox") -> str:
-    """``"auto"`` -> the fastest engine installed for ``iou_type`` (``AUTO_ENGINE``, measured by
-    ``scripts/bench_eval.py``); others checked."""
+def resolve_engine(engine: str, iou_type: str = "bbox", inexact: Mapping[str, str] = {}) -> str:
+    """The engine to run: ``"auto"`` -> the fastest installed for ``iou_type`` (``AUTO_ENGINE``)
+    among those exact on this input (``inexact``: engine -> why not); an engine named
+    explicitly is checked, and refused where it would not give pycocotools' numbers."""
     if engine not in ENGINES:
         raise ValueError(f"engine={engine!r} is not one of {ENGINES}.")
     if engine == "auto":
         preferred = AUTO_ENGINE[iou_type]
-        return preferred if preferred != "hotcoco" or hotcoco_available() else "vectorized"
+        usable = preferred != "hotcoco" or (hotcoco_available() and "hotcoco" not in inexact)
+        return preferred if usable else "vectorized"
     if engine == "hotcoco" and not hotcoco_available():
         raise ValueError(
             "engine='hotcoco' but the package is not installed: pip install 'hotcoco>=1.3', "
             "or use engine='vectorized' (same numbers)."
         )
+    if engine in inexact:
+        raise ValueError(
+            f"engine={engine!r} would not give pycocotools' numbers here: {inexact[engine]}. "
+            "Use engine='vectorized' or 'pycocotools' (or 'auto', which picks an exact one)."
+        )
     return engine
 
 
-def _read_json(path: str | os.PathLike, what: str) -> Any:
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"{what} {str(path)!r} is a directory; give the path of a .json file.")
-    if not path.exists():
-        raise FileNotFoundError(f"{what} {str(path)!r} does not exist.")
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise ValueError(
-            f"{what} {str(path)!r} is not valid JSON ({e}); is the file truncated?"
-        ) from e
-
-
-def load_ground_truth(gt_json: str | os.PathLike | Mapping) -> dict:
-    """The ground truth as a COCO dataset dict (read from a path, or checked when given a dict)."""
-    gt = _read_json(gt_json, "Ground truth") if isinstance(gt_json, (str, os.PathLike)) else gt_json
-    if not isinstance(gt, Mapping):
-        raise ValueError(
-            f"Ground truth must be a COCO json object (images, annotations, categories), got "
-            f"{type(gt).__name__}."
-        )
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(gt.get(key), list):
-            raise ValueError(
-                f"Ground truth has no '{key}' list (keys: {sorted(gt)}); is this a COCO "
-                "annotation file rather than a results file?"
-            )
-    return dict(gt)
-
-
-def load_results(results_json: str | os.PathLike | Sequence[Mapping]) -> list[dict]:
-    """The detections as a list of COCO result dicts (read from a path or given as a list)."""
-    if isinstance(results_json, (str, os.PathLike)):
-        results = _read_json(results_json, "Results file")
-    else:
-        results = results_json
-    if isinstance(results, Mapping) and "annotations" in results:
-        raise ValueError(
-            "The results are a COCO dataset (a dict with 'annotations'), not a results list; "
-            "a COCO results file is a json list of {image_id, category_id, score, bbox|"
-            "segmentation|keypoints}."
-        )
-    if not isinstance(results, (list, tuple)):
-        raise ValueError(
-            f"COCO results must be a list of detection dicts, got {type(results).__name__}."
-        )
-    return results if isinstance(results, list) else list(results)
-
-
-_REQUIRED = {
-    "bbox": ("image_id", "category_id", "score", "bbox"),
-    "segm": ("image_id", "category_id", "score", "segmentation"),
-    "keypoints": ("image_id", "category_id", "score", "keypoints"),
-}
-
-
-def _num_keypoints(gt: Mapping) -> int | None:
-    for ann in gt["annotations"]:
-        if "keypoints" in ann:
-            return len(ann["keypoints"]) // 3
-    for cat in gt["categories"]:
-        if cat.get("keypoints"):
-            return len(cat["keypoints"])
-    return None
-
-
-def _integer_ids(values, count: int, results, key: str) -> np.ndarray | list:
-    """Integer ids as an int64 array in one pass; any other kind of id as a list."""
-    try:  # operator.index refuses what is not an integer (fromiter alone would cast 1.5 to 1)
-        return np.fromiter(map(operator.index, values), np.int64, count=count)
-    except (TypeError, OverflowError):
-        return list(map(itemgetter(key), results))
-
-
-def _numbers(values, count: int) -> np.ndarray | None:
-    """Numbers as a float64 array in one pass; None when one is not a number (text, None)."""
-    try:  # operator.pos refuses text, which fromiter alone would parse ("0.9" -> 0.9)
-        return np.fromiter(map(operator.pos, values), np.float64, count=count)
-    except (TypeError, ValueError):
-        return None
-
-
-def check_results(gt: Mapping, results: Sequence[Mapping], iou_type: str) -> dict[str, Any]:
-    """Refuse input on which pycocotools would crash or compute nonsense (see the module doc).
-
-    Returns:
-        The fields it read, one entry per detection: ``image_id`` and ``category_id`` (an int64
-        array for integer ids, else a list), ``score`` (a float64 array) and the geometry field
-        (a list).
-
-    Raises:
-        ValueError: naming the first bad detection (its index) or annotation, and what to do.
-    """
-    required = _REQUIRED[iou_type]
-    columns: dict[str, Any] = {}
-    try:  # one C-level pass per field: ~15 ms per 100k detections, against ~150 ms for a loop
-        for key in required:
-            column = map(itemgetter(key), results)
-            if key in ("image_id", "category_id"):
-                columns[key] = _integer_ids(column, len(results), results, key)
-            elif key != "score":
-                columns[key] = list(column)
-        scores = _numbers(map(itemgetter("score"), results), len(results))
-    except (KeyError, TypeError, IndexError):
-        for index, det in enumerate(results):
-            if not isinstance(det, Mapping) or any(key not in det for key in required):
-                have = sorted(det) if isinstance(det, Mapping) else type(det).__name__
-                raise ValueError(
-                    f"Detection {index} lacks a field that {iou_type} evaluation needs "
-                    f"{required}; it has {have}."
-                ) from None
-        raise
-    gt_image_ids = [img["id"] for img in gt["images"]]
-    det_image_ids = columns["image_id"]
-    if isinstance(det_image_ids, np.ndarray) and np.asarray(gt_image_ids).dtype.kind in "iu":
-        # Integer ids (COCO's): an array test.
-        outside = ~np.isin(det_image_ids, gt_image_ids)
-        unknown = set(det_image_ids[outside].tolist()) if outside.any() else set()
-    else:
-        unknown = set(det_image_ids) - set(gt_image_ids)
-    if unknown:
-        index = next(i for i, det in enumerate(results) if det["image_id"] in unknown)
-        raise ValueError(
-            f"Detection {index} is on image_id {results[index]['image_id']!r}, which the ground "
-            f"truth does not have ({len(unknown)} unknown image id(s) in all: "
-            f"{sorted(unknown, key=str)[:5]}). Evaluate results against the split they were "
-            "predicted on."
-        )
-    if scores is None:
-        index = next(
-            i for i, det in enumerate(results) if not isinstance(det["score"], (int, float))
-        )
-        raise ValueError(
-            f"Detection {index} has score {results[index]['score']!r}; scores are numbers."
-        )
-    if not np.isfinite(scores).all():
-        index = int(np.flatnonzero(~np.isfinite(scores))[0])
-        raise ValueError(
-            f"Detection {index} has score {results[index]['score']!r}; scores must be finite."
-        )
-    columns["score"] = scores
-    if iou_type == "segm":
-        # An empty polygon list has no mask: pycocotools crashes on it.
-        for what, anns in (("Ground-truth annotation", gt["annotations"]), ("Detection", results)):
-            if what == "Detection" and all(columns["segmentation"]):
-                continue  # the common case, checked without a Python loop
-            for index, ann in enumerate(anns):
-                if not ann.get("segmentation"):
-                    raise ValueError(
-                        f"{what} {index} (id {ann.get('id')!r}) has no segmentation "
-                        f"({ann.get('segmentation')!r}); segm evaluation needs a polygon list or "
-                        "an RLE for every instance. Drop it or evaluate bbox."
-                    )
-    if iou_type == "keypoints":
-        for index, ann in enumerate(gt["annotations"]):
-            if "keypoints" not in ann or "num_keypoints" not in ann:
-                raise ValueError(
-                    f"Ground-truth annotation {index} (id {ann.get('id')!r}, category "
-                    f"{ann.get('category_id')!r}) has no 'keypoints'/'num_keypoints'; keypoint "
-                    "evaluation needs a ground truth whose annotations all carry keypoints (a "
-                    "person_keypoints file: only the keypoint categories)."
-                )
-        k = _num_keypoints(gt)
-        lengths = set(map(len, columns["keypoints"]))
-        for index, det in enumerate(results if k is not None and lengths - {3 * k} else ()):
-            if len(det["keypoints"]) != 3 * k:
-                raise ValueError(
-                    f"Detection {index} has {len(det['keypoints'])} keypoint values; the ground "
-                    f"truth has {k} keypoints per instance, so {3 * k} (x, y, v triples) are needed."
-                )
-    return columns
-
-
 def _oks_sigmas(gt: Mapping, kpt_oks_sigmas: Sequence[float] | None) -> np.ndarray:
-    k = _num_keypoints(gt)
+    k = num_keypoints(gt)
     if kpt_oks_sigmas is None:
         if k not in (None, 17):
             raise ValueError(
@@ -479,7 +318,7 @@ def _per_category_table(per_category_ap: Mapping[str, float], columns: int = 3) 
     return rows
 
 
-def evaluate_coco(
+def coco_evaluate(
     gt_json: str | os.PathLike | Mapping,
     results_json: str | os.PathLike | Sequence[Mapping],
     iou_type: str,
@@ -491,7 +330,12 @@ def evaluate_coco(
     write_results: str | os.PathLike | None = None,
     verbose: bool = True,
 ) -> COCOEvalResult:
-    """Score COCO results against COCO ground truth; ``coco_evaluate`` with the whole result.
+    """Score COCO results against COCO ground truth with pycocotools' numbers.
+
+    The input is checked first (``lazydet.evaluation.coco_input``): what an engine would not
+    score as pycocotools does is refused with one ``ValueError`` naming the entry, string image
+    ids are renumbered so every engine agrees. ``result.stats`` are the 12 summary numbers of
+    ``pycocotools.cocoeval.COCOeval`` (10 for keypoints); ``result.engine`` says which engine ran.
 
     Args:
         gt_json: a COCO annotation file, or its dict (``images``, ``annotations``, ``categories``).
@@ -499,8 +343,11 @@ def evaluate_coco(
             bbox: [x, y, w, h] absolute pixels | segmentation: RLE or polygons | keypoints:
             [x0, y0, v0, ...] COCO pixel indices}``.
         iou_type: "bbox", "segm" or "keypoints".
-        engine: "auto" (= "vectorized", lazydet's NumPy engine) or "pycocotools": the same
-            numbers.
+        engine: one of ``ENGINES``, all giving pycocotools' numbers: "vectorized" (lazydet's
+            NumPy engine), "hotcoco", "pycocotools", or "auto": per IoU type the fastest one
+            installed (``AUTO_ENGINE``) among those exact on this input (hotcoco is not when a
+            ground-truth id is 0 or repeated, or ``max_dets`` lacks 100 (keypoints: 20): then
+            "vectorized"). An engine named explicitly that is not exact there is refused.
         kpt_oks_sigmas: per-keypoint OKS sigmas (default: COCO's 17 person sigmas).
         max_dets: pycocotools' ``params.maxDets`` (default ``[1, 10, 100]``; keypoints ``[20]``).
         img_ids: score only these images (pycocotools' ``params.imgIds``; default: every image
@@ -510,12 +357,16 @@ def evaluate_coco(
     """
     if iou_type not in IOU_TYPES:
         raise ValueError(f"iou_type={iou_type!r} is not one of {IOU_TYPES}.")
-    engine = resolve_engine(engine, iou_type)
     gt = load_ground_truth(gt_json)
     results = load_results(results_json)
+    if write_results is not None:
+        # What was given, as given (not the renumbered copy); only after the check passes.
+        given = results
     with _gc_paused():
-        columns = check_results(gt, results, iou_type)
+        checked = check_input(gt, results, iou_type, img_ids)
+    gt, results, img_ids, columns = checked.gt, checked.results, checked.img_ids, checked.columns
     sigmas = _oks_sigmas(gt, kpt_oks_sigmas) if iou_type == "keypoints" else None
+    inexact = dict(checked.inexact)
     if max_dets is not None:
         max_dets = [int(m) for m in max_dets]
         if len(max_dets) != (1 if iou_type == "keypoints" else 3) or min(max_dets) < 1:
@@ -523,22 +374,13 @@ def evaluate_coco(
                 f"max_dets={max_dets} must hold {1 if iou_type == 'keypoints' else 3} positive "
                 "numbers (pycocotools' summary reads maxDets by position)."
             )
-    if img_ids is not None:
-        img_ids = sorted(set(img_ids))
-        unknown = set(img_ids) - {img["id"] for img in gt["images"]}
-        if unknown or not img_ids:
-            raise ValueError(
-                f"img_ids holds {sorted(unknown, key=str)[:5] if unknown else 'nothing'}"
-                f"{' which the ground truth does not have' if unknown else ''}; give ids of "
-                "ground-truth images, or None for all."
-            )
-    if not gt["annotations"]:
-        # pycocotools crashes (IndexError) on a ground truth with no annotation at all.
-        raise ValueError(
-            "The ground truth has no annotations: AP is undefined. Check the annotation file."
-        )
+        if max_dets != ([20] if iou_type == "keypoints" else [1, 10, 100]):
+            # pycocotools' summary hard-codes maxDets=100 (keypoints: 20) in some rows and
+            # reports -1 there when params.maxDets lacks it; hotcoco's summary does not.
+            inexact.setdefault("hotcoco", f"max_dets={max_dets} (hotcoco's summary differs)")
+    engine = resolve_engine(engine, iou_type, inexact)
     if write_results is not None:
-        write_results_json(results, write_results)
+        write_results_json(given, write_results)
 
     if engine == "vectorized":
         with _gc_paused():
@@ -550,12 +392,6 @@ def evaluate_coco(
             out.max_dets,
         )
     else:
-        default_max_dets = [20] if iou_type == "keypoints" else [1, 10, 100]
-        if engine == "hotcoco" and max_dets is not None and max_dets != default_max_dets:
-            # pycocotools' summary hard-codes maxDets=100 (keypoints: 20) in some rows and
-            # reports -1 there when params.maxDets lacks it; hotcoco's summary does not. Same
-            # precision arrays, different stats: the reference computes this case.
-            engine = "pycocotools"
         run = _run_hotcoco if engine == "hotcoco" else _run_pycocotools
         evaluator = run(gt, results, iou_type, sigmas, max_dets, img_ids)
         stats, precision = evaluator.stats, evaluator.eval["precision"]
@@ -578,20 +414,6 @@ def evaluate_coco(
         engine=engine,
         summary=summary,
     )
-
-
-def coco_evaluate(
-    gt_json: str | os.PathLike | Mapping,
-    results_json: str | os.PathLike | Sequence[Mapping],
-    iou_type: str,
-    **kwargs: Any,
-) -> list[float]:
-    """The 12 summary numbers of ``pycocotools.cocoeval.COCOeval`` (10 for keypoints).
-
-    Same arguments as ``evaluate_coco`` (``engine=``, ``kpt_oks_sigmas=``, ``max_dets=``,
-    ``write_results=PATH``, ``verbose=``); prints the usual table and a per-category AP table.
-    """
-    return evaluate_coco(gt_json, results_json, iou_type, **kwargs).stats
 
 
 def _per_category_ap(gt: Mapping, cat_ids: list[int], precision: np.ndarray) -> dict[str, float]:

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from pycocotools import mask as mask_utils
 
-from lazydet.evaluation.coco_eval import evaluate_coco, write_results_json
+from lazydet.evaluation.coco_eval import coco_evaluate, write_results_json
 from lazydet.utils import comm
 
 logger = logging.getLogger("lazydet.evaluation")
@@ -218,7 +218,7 @@ class COCOEvaluator:
                 task_predictions = [
                     p for p in predictions if p["category_id"] in keypoint_cats and "keypoints" in p
                 ]
-            result = evaluate_coco(
+            result = coco_evaluate(
                 gt_task,
                 task_predictions,
                 task,

@@ -48,7 +48,7 @@ def test_quickstart_ends_with_ap_that_coco_evaluate_confirms_and_a_picture(tmp_p
     gt_json = next((tmp_path / "cache" / "shapes").glob("*seed1/annotations.json"))
     results = run_dir / "coco_instances_results.json"
     for iou_type in ("bbox", "segm"):
-        stats = coco_evaluate(gt_json, results, iou_type, engine="pycocotools", verbose=False)
+        stats = coco_evaluate(gt_json, results, iou_type, engine="pycocotools", verbose=False).stats
         logged = evaluations[-1][f"{iou_type}/AP"]
         assert math.isclose(logged / 100, stats[0], rel_tol=1e-9, abs_tol=1e-12)
 

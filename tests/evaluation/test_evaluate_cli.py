@@ -31,7 +31,7 @@ def test_evaluate_a_checkpoint(tmp_path, monkeypatch):
     assert len(written) > 0  # a random head scores every class near 1/4: many detections
     gt = MetadataCatalog.get(name).json_file
     for task in ("bbox", "segm"):
-        stats = coco_evaluate(gt, written, task, verbose=False)
+        stats = coco_evaluate(gt, written, task, verbose=False).stats
         assert results[task]["AR100"] == pytest.approx(100 * stats[8], abs=1e-10)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["bbox"]["AR100"] == pytest.approx(results["bbox"]["AR100"])

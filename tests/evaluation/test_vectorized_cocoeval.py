@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
+from synthetic_coco import keypoints_subset, synthetic_coco
 
-from lazydet.evaluation import evaluate_coco
-from lazydet.evaluation.synthetic import keypoints_subset, synthetic_coco
+from lazydet.evaluation import coco_evaluate
 from lazydet.evaluation.vectorized_cocoeval import evaluate
 
 
@@ -160,24 +160,26 @@ def test_non_finite_or_text_boxes_are_refused_by_index(bad):
     gt, detections = synthetic_coco(3, seed=9)
     detections = copy.deepcopy(detections)
     detections[7]["bbox"][2] = bad
-    with pytest.raises(ValueError, match=r"Detection 7 has bbox .* finite numbers"):
-        evaluate_coco(gt, detections, "bbox", verbose=False)
+    with pytest.raises(
+        ValueError, match=r"Detection 7 \(image_id 1, category_id 1\): bbox .* finite numbers"
+    ):
+        coco_evaluate(gt, detections, "bbox", verbose=False)
 
 
 def test_non_finite_ground_truth_is_refused_by_id():
     gt, detections = synthetic_coco(3, seed=9)
     gt = copy.deepcopy(gt)
     gt["annotations"][2]["area"] = float("nan")
-    with pytest.raises(ValueError, match=r"annotation id 3 has area nan"):
-        evaluate_coco(gt, detections, "bbox", verbose=False)
+    with pytest.raises(ValueError, match=r"annotation 2 \(id 3, image_id 1\) has area nan"):
+        coco_evaluate(gt, detections, "bbox", verbose=False)
 
 
 def test_short_keypoint_rows_are_refused():
     gt, detections = keypoints_subset(*synthetic_coco(3, seed=9))
     detections = copy.deepcopy(detections)
     detections[1]["keypoints"] = detections[1]["keypoints"][:-3]
-    with pytest.raises(ValueError, match="Detection 1 has 48 keypoint values"):
-        evaluate_coco(gt, detections, "keypoints", verbose=False)
+    with pytest.raises(ValueError, match=r"Detection 1 \(.*\): 48 keypoint values"):
+        coco_evaluate(gt, detections, "keypoints", verbose=False)
 
 
 @pytest.mark.parametrize(
@@ -188,5 +190,8 @@ def test_malformed_ground_truth_is_refused_by_id(field, value):
     gt, detections = synthetic_coco(3, seed=9)
     gt = copy.deepcopy(gt)
     gt["annotations"][4][field] = value
-    with pytest.raises(ValueError, match=r"annotation id 5 has area .* 4 finite numbers"):
-        evaluate_coco(gt, detections, "bbox", verbose=False)
+    with pytest.raises(
+        ValueError,
+        match=r"annotation 4 \(id 5, image_id 1\) (has area|bbox) .*(finite number|4 finite numbers)",
+    ):
+        coco_evaluate(gt, detections, "bbox", verbose=False)

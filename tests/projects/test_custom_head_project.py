@@ -91,7 +91,7 @@ def test_custom_head_trains_evaluates_and_predicts(project, tiny_overrides, tiny
     assert written and all(len(r["bbox"]) == 4 for r in written)
     gt = MetadataCatalog.get(test).json_file
     for task in ("bbox", "segm"):
-        stats = coco_evaluate(gt, written, task, verbose=False)
+        stats = coco_evaluate(gt, written, task, verbose=False).stats
         assert results[task]["AR100"] == pytest.approx(100 * stats[8], abs=1e-9)
 
     # The Predictor on a test image gives what the model gives on the loader's input.

@@ -35,8 +35,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
+from ..annotation_checks import check_keypoints, check_polygons, polygon_array
 from ..catalog import DatasetCatalog, MetadataCatalog
 from ..rle import check_rle
 
@@ -51,17 +50,10 @@ def _compact_json_object(obj: dict) -> dict:
     if segmentation.__class__ is list and "category_id" in obj:
         # A plain try (not contextlib.suppress): this runs once per annotation, ~1M times.
         try:  # noqa: SIM105
-            obj["segmentation"] = [_float_array(p) for p in segmentation]
+            obj["segmentation"] = [polygon_array(p) for p in segmentation]
         except (TypeError, ValueError):
             pass  # left as parsed; validation below reports the annotation by id
     return obj
-
-
-def _float_array(values: list) -> np.ndarray:
-    """float64 array of a list of numbers; other lists keep their inferred dtype (text: a
-    string array), for validation to refuse, where ``dtype=float64`` would parse "12" as 12."""
-    array = np.array(values)
-    return array.astype(np.float64) if array.dtype.kind in "iu" else array
 
 
 class _InvalidAnnotation(Exception):
@@ -79,18 +71,7 @@ def _convert_segmentation(segmentation: Any, height: int, width: int) -> Any:
         return {"size": [height, width], "counts": segmentation["counts"]}
     if not isinstance(segmentation, list):
         raise _InvalidAnnotation(f"segmentation of type {type(segmentation).__name__}")
-    polygons = []
-    for polygon in segmentation:
-        if not isinstance(polygon, np.ndarray) or polygon.ndim != 1 or polygon.dtype.kind != "f":
-            raise _InvalidAnnotation("a polygon is not a flat list of numbers")
-        if polygon.size < 6 or polygon.size % 2:
-            raise _InvalidAnnotation(
-                f"a polygon has {polygon.size} coordinates (needs an even number >= 6)"
-            )
-        if not math.isfinite(polygon.sum()):  # one reduction: NaN/inf anywhere makes it non-finite
-            raise _InvalidAnnotation("a polygon has a NaN or infinite coordinate")
-        polygons.append(polygon)
-    return polygons
+    return check_polygons(segmentation)
 
 
 def _is_id(value: Any) -> bool:
@@ -344,9 +325,7 @@ def _load_coco_json(
                         "are expected"
                     )
                 if num_keypoints:
-                    kp = np.array(keypoints, dtype=np.float32).reshape(num_keypoints, 3)
-                    if not np.isfinite(kp).all():
-                        raise _InvalidAnnotation("keypoints has a NaN or infinite value")
+                    kp = check_keypoints(keypoints, num_keypoints)
                     labelled = kp[:, 2] > 0
                     kp[labelled, :2] += 0.5  # pixel index -> continuous coordinate
                     out["keypoints"] = kp
