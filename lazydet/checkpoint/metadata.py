@@ -253,8 +253,15 @@ def config_from_metadata(metadata: Mapping[str, Any], *, trusted: bool = False):
         try:
             return load(file, trusted=trusted)
         except ConfigError as error:
+            detail = str(error).replace(str(file), "the stored config")
+            if not trusted and "outside the allowed" in detail:
+                raise CheckpointError(
+                    f"config_from_metadata: read as data (untrusted), {detail} For a "
+                    "checkpoint you trust (e.g. your own run with a project's classes), pass "
+                    "trusted=True (Predictor.from_checkpoint(path, trusted=True)), or give the "
+                    "experiment's config (conf=... / config=cfg)."
+                ) from error
             raise CheckpointError(
                 f"config_from_metadata: the stored config does not load with this lazydet "
-                f"(saved by lazydet {metadata.get('lazydet_version')}): {error}"
-                + ("" if trusted else " (read untrusted, as data)")
+                f"(saved by lazydet {metadata.get('lazydet_version')}): {detail}"
             ) from error
