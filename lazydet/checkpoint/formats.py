@@ -19,6 +19,7 @@ Every error names the file and says what was expected.
 
 from __future__ import annotations
 
+import collections
 import io
 import pickle
 import zipfile
@@ -36,6 +37,7 @@ __all__ = [
     "CheckpointFormat",
     "SafeUnpickler",
     "UnsafeCheckpointError",
+    "check_declared_tensors",
     "checkpoint_from_object",
     "read_checkpoint",
     "safe_pickle_load",
@@ -167,6 +169,51 @@ def _latin1_encode(text: Any, encoding: Any = "utf-8") -> bytes:
     return text.encode("latin1")
 
 
+def _ordered_dict(*args: Any, **kwargs: Any) -> collections.OrderedDict:
+    # Python 3 pickles an OrderedDict as OrderedDict() followed by SETITEMS (each item paid for
+    # by the file's bytes); Python 2 passed its items as one list of [key, value] pairs.
+    if kwargs or len(args) > 1:
+        raise _Refused("collections.OrderedDict with keyword or several arguments")
+    if args and not isinstance(args[0], (list, tuple)):
+        raise _Refused(
+            f"collections.OrderedDict({type(args[0]).__name__}) (pickles pass a list of pairs)"
+        )
+    return collections.OrderedDict(*args)
+
+
+class _CopyBudget:
+    """What the constructors that copy (``_codecs.encode``, ``OrderedDict(items)``) may build.
+
+    A pickle can reference one object many times for two bytes each (the memo), so a
+    constructor that copies its argument would turn a small file into a large allocation (a
+    2.6 MB file asking ~200 GiB by encoding one string 80,000 times). numpy's own pickles copy
+    each array's data once, so the bytes encoded and the items copied, summed over the whole
+    file, never exceed the file's size: that is the budget, checked *before* each copy.
+    """
+
+    def __init__(self, file_size: int) -> None:
+        self.left = file_size
+
+    def charge(self, amount: int, what: str) -> None:
+        if amount > self.left:
+            raise _Refused(
+                f"{what} would copy more than the file holds (the file reuses one object to "
+                "ask for memory it does not contain)"
+            )
+        self.left -= amount
+
+    def encode(self, text: Any, encoding: Any = "utf-8") -> bytes:
+        if isinstance(text, str):
+            self.charge(len(text), "_codecs.encode")
+        return _latin1_encode(text, encoding)
+
+    def ordered_dict(self, *args: Any, **kwargs: Any) -> collections.OrderedDict:
+        if len(args) == 1 and isinstance(args[0], (list, tuple)):
+            # A dict entry costs about 8 pointers: charge that, not just the item count.
+            self.charge(64 * len(args[0]), "collections.OrderedDict(items)")
+        return _ordered_dict(*args, **kwargs)
+
+
 def _empty_bytes(*args: Any) -> bytes:
     # Protocol-2 pickles written by Python 3 store b"" (the data of an empty array) as bytes().
     # Any argument would let a file allocate at will (bytes(2**30)).
@@ -179,7 +226,7 @@ def _empty_bytes(*args: Any) -> bytes:
 # checked stand-in that allocates nothing the file's bytes do not pay for. numpy 2 renamed
 # numpy.core to numpy._core; pickles written with either name occur in the wild.
 _ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
-    ("collections", "OrderedDict"): __import__("collections").OrderedDict,
+    ("collections", "OrderedDict"): _ordered_dict,
     ("numpy", "ndarray"): _NDARRAY,
     ("numpy", "dtype"): _dtype,
     ("_codecs", "encode"): _latin1_encode,
@@ -191,21 +238,41 @@ for _core in ("numpy.core", "numpy._core"):
     _ALLOWED_GLOBALS[(f"{_core}.numeric", "_frombuffer")] = _frombuffer
 
 
+def _bytes_left(file: Any) -> int:
+    try:
+        here = file.tell()
+        end = file.seek(0, io.SEEK_END)
+        file.seek(here)
+        return max(0, end - here)
+    except (OSError, AttributeError, ValueError):  # not seekable: no copying constructor
+        return 0
+
+
 class SafeUnpickler(pickle.Unpickler):
     """An unpickler that only builds numpy arrays, dtypes and plain containers.
 
     Unpickling calls whatever global function a pickle names; refusing every global outside a
     short allow-list (see ``_ALLOWED_GLOBALS``) means a malicious ``.pkl`` cannot run code, and
     the allowed constructors are checked stand-ins, so every array's memory comes from the
-    file's own bytes (a small file cannot ask for a large allocation). The error names the
+    file's own bytes, and what the copying ones (``_codecs.encode``, ``OrderedDict(items)``)
+    build is capped by the file's size (a small file cannot ask for a large allocation). The error names the
     refused global so a user can see what the file asked for.
     """
 
-    def __init__(self, file: io.BufferedIOBase, *, source: str) -> None:
+    def __init__(
+        self, file: io.BufferedIOBase, *, source: str, copy_budget: int | None = None
+    ) -> None:
         super().__init__(file, encoding="latin1")  # latin1: Python 2 pickles of numpy arrays
         self._source = source
+        if copy_budget is None:  # the bytes left in the file bound what may be copied
+            copy_budget = _bytes_left(file)
+        self._budget = _CopyBudget(copy_budget)
 
     def find_class(self, module: str, name: str) -> Any:
+        if (module, name) == ("_codecs", "encode"):
+            return self._budget.encode
+        if (module, name) == ("collections", "OrderedDict"):
+            return self._budget.ordered_dict
         allowed = _ALLOWED_GLOBALS.get((module, name))
         if allowed is None:
             raise UnsafeCheckpointError(
@@ -349,6 +416,70 @@ def weights_only_refusal(error: BaseException) -> str:
     return lines[0] if lines else type(error).__name__
 
 
+# A torch.save file stores every storage once, so the tensors it declares hold at most its own
+# size; names sharing one storage (tied weights) may count it twice. Beyond this multiple of the
+# file's size the file declares memory it does not hold (views that a copy would materialise).
+DECLARED_BYTES_MULTIPLE = 4
+
+
+def _has_internal_overlap(tensor: torch.Tensor) -> bool:
+    """Whether two indices of ``tensor`` address the same element (a stride 0 of ``expand``, or
+    strides smaller than the extent of the dimensions inside them).
+
+    Sorted by stride, a layout is free of overlap when each stride exceeds the furthest element
+    the smaller-strided dimensions reach; this accepts every contiguous and permuted tensor.
+    """
+    dims = sorted((stride, size) for size, stride in zip(tensor.shape, tensor.stride()) if size > 1)
+    reach = 0
+    for stride, size in dims:
+        if stride <= reach:
+            return True
+        reach += stride * (size - 1)
+    return False
+
+
+def check_declared_tensors(obj: Any, source: str, *, max_bytes: int | None = None) -> None:
+    """Refuse a loaded checkpoint whose tensors are overlapping views or declare too much memory.
+
+    A stride-0 (``expand``-ed) or overlapping tensor costs its storage on disk but its full
+    size as soon as anything copies it (``flip``, indexing, ``isfinite``, a dtype cast): a 39 KB
+    file can so become 4 GiB inside a name converter. ``max_bytes`` bounds the sum of the
+    tensors' sizes (``DECLARED_BYTES_MULTIPLE`` times the file's size for a file).
+
+    Raises:
+        UnsafeCheckpointError: naming the first such tensor, or the total and the bound.
+    """
+    total = 0
+    seen: set[int] = set()
+    stack: list[tuple[str, Any]] = [("", obj)]
+    while stack:  # iterative: a crafted file may nest containers deeper than the recursion limit
+        where, value = stack.pop()
+        if id(value) in seen:
+            continue
+        seen.add(id(value))
+        if isinstance(value, torch.Tensor):
+            if value.layout != torch.strided:
+                continue
+            if _has_internal_overlap(value):
+                raise UnsafeCheckpointError(
+                    f"{source}: tensor {where or '<root>'} of shape {tuple(value.shape)} has "
+                    f"strides {tuple(value.stride())}, so its elements overlap (an expanded or "
+                    "crafted view: copying it would take far more memory than the file holds); "
+                    "it was not loaded. Re-save it with tensor.contiguous()."
+                )
+            total += value.numel() * value.element_size()
+        elif isinstance(value, Mapping):
+            stack.extend((f"{where}[{k!r}]", v) for k, v in value.items())
+        elif isinstance(value, (list, tuple)):
+            stack.extend((f"{where}[{i}]", v) for i, v in enumerate(value))
+    if max_bytes is not None and total > max_bytes:
+        raise UnsafeCheckpointError(
+            f"{source}: its tensors declare {total} bytes, more than {DECLARED_BYTES_MULTIPLE} "
+            f"times the file's size allows ({max_bytes} bytes): views of shared storage that a "
+            "copy would materialise. It was crafted or is corrupt, and was not loaded."
+        )
+
+
 def _check_file(path: Path, what: str) -> None:
     if path.is_dir():
         raise IsADirectoryError(f"{what}: {path} is a directory, not a checkpoint file.")
@@ -412,7 +543,7 @@ def torch_load_file(path: Path, *, what: str, mmap: bool = False, verify: bool =
             f"it starts with {head!r}."
         )
     try:
-        return torch.load(
+        loaded = torch.load(
             path, map_location="cpu", weights_only=True, mmap=mmap and head == b"PK\x03\x04"
         )
     except pickle.UnpicklingError as error:
@@ -427,6 +558,10 @@ def torch_load_file(path: Path, *, what: str, mmap: bool = False, verify: bool =
             f"{what}: {path} is truncated or corrupt and cannot be read as a torch checkpoint "
             f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})."
         ) from error
+    check_declared_tensors(
+        loaded, f"{what}: {path}", max_bytes=DECLARED_BYTES_MULTIPLE * path.stat().st_size
+    )
+    return loaded
 
 
 def read_checkpoint(path: str | Path) -> Checkpoint:

@@ -10,9 +10,11 @@ carries under ``"metadata"``:
 ``input_format``
     ``"RGB"`` or ``"BGR"``: the channel order the model's first layer expects.
 ``config`` / ``config_format``
-    The experiment's config as the runnable Python text of ``lazydet.config.to_py`` (``"py"``),
-    or as YAML (``"yaml"``) when a key cannot be written as Python; ``None`` when not given.
-    ``config_from_metadata`` turns it back into a ``Config`` that ``instantiate`` builds.
+    The experiment's config as YAML (``"yaml"``, data: ``config_from_metadata`` reads it with
+    ``lazydet.config.load(..., trusted=False)``, so only allow-listed targets can be built), or,
+    for a config YAML cannot hold, as the Python text of ``lazydet.config.to_py`` (``"py"``:
+    read back only with ``trusted=True``, since loading it runs it). Checkpoints of lazydet
+    before this change stored ``"py"`` always. ``None`` when no config was given.
 ``keypoint_names`` / ``keypoint_flip_map`` / ``keypoint_skeleton``
     For keypoint models: the names in output order, the pairs a horizontal flip swaps, and the
     pairs a visualizer joins; ``None`` otherwise.
@@ -99,16 +101,36 @@ def _config_text(config: Any) -> tuple[str, str]:
                 f"a dict of top-level names), got {type(config).__name__}."
             )
     tree = from_container(config)
+    # YAML first: it is data, read back untrusted (no code runs until instantiate, and then only
+    # allow-listed targets). Python text is the fallback for a config YAML cannot hold; reading
+    # that back runs it, so it is only done with trusted=True.
+    try:
+        text = to_yaml(tree)
+        if _yaml_round_trips(text, tree):
+            return text, "yaml"
+        yaml_error: Exception = ValueError("the YAML text does not load back equal")
+    except Exception as error:
+        yaml_error = error
     try:
         return to_py(tree), "py"
     except ConfigError as python_error:
-        try:
-            return to_yaml(tree), "yaml"
-        except Exception as yaml_error:
-            raise ValueError(
-                f"build_metadata: the config cannot be stored as Python ({python_error}) nor "
-                f"as YAML ({yaml_error}); a predictor could not rebuild the model from it."
-            ) from yaml_error
+        raise ValueError(
+            f"build_metadata: the config cannot be stored as YAML ({yaml_error}) nor as "
+            f"Python ({python_error}); a predictor could not rebuild the model from it."
+        ) from python_error
+
+
+def _yaml_round_trips(text: str, tree: Any) -> bool:
+    from omegaconf import OmegaConf
+
+    from lazydet.config import from_container, to_container
+
+    try:
+        return to_container(from_container(OmegaConf.to_container(OmegaConf.create(text)))) == (
+            to_container(tree)
+        )
+    except Exception:
+        return False
 
 
 def build_metadata(
@@ -126,7 +148,8 @@ def build_metadata(
         class_names: one unique name per class id, in id order.
         input_format: ``"RGB"`` or ``"BGR"``, the channel order the model expects.
         config: the experiment's config (``Config``, a dict of top-level names, or Hydra's
-            ``DictConfig``); stored as runnable Python text so the model can be rebuilt.
+            ``DictConfig``); stored as YAML (Python text if YAML cannot hold it) so the model
+            can be rebuilt.
         keypoint_names: keypoint names in the order the keypoint head outputs them.
         keypoint_flip_map: ``{"left_eye": "right_eye", ...}`` or ``[(a, b), ...]``.
         keypoint_skeleton: ``[(a, b), ...]`` pairs of keypoint names to draw joined.
@@ -188,15 +211,24 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     return dict(metadata)
 
 
-def config_from_metadata(metadata: Mapping[str, Any]):
+def config_from_metadata(metadata: Mapping[str, Any], *, trusted: bool = False):
     """Rebuild the stored config (a ``lazydet.config.Config``) from checkpoint metadata.
 
-    Like loading any config file, this executes the stored Python text (its imports) and
-    ``instantiate`` then calls the targets it names: use it on checkpoints you trust, as you would
-    a config file. ``load_checkpoint`` and ``read_metadata`` themselves never run code.
+    The config is read as data: a YAML config is loaded with ``lazydet.config.load(...,
+    trusted=False)``, which refuses any ``_target_`` outside the allow-list before anything is
+    built. A config stored as Python text (checkpoints written before YAML became the stored
+    form, or configs YAML cannot hold) runs when loaded, so it is refused unless
+    ``trusted=True``: pass that only for a checkpoint you trust as you would a config file,
+    or build the model from the experiment's config instead (``conf=...``).
+
+    Args:
+        metadata: ``read_metadata(path)``.
+        trusted: load the stored config as trusted code (any target; Python text is executed).
 
     Raises:
-        CheckpointError: the checkpoint was saved without a config, or its text does not load.
+        CheckpointError: the checkpoint was saved without a config, its config is Python text
+            and ``trusted`` is False, or the text does not load (or names a target outside the
+            allow-list; the message names it).
     """
     from lazydet.config import ConfigError, load
 
@@ -206,14 +238,30 @@ def config_from_metadata(metadata: Mapping[str, Any]):
             "config_from_metadata: the checkpoint was saved without its config "
             "(build_metadata(config=None)); build the model from the experiment's config file."
         )
-    # lazydet.config.load reads files (it executes Python configs in a fresh namespace).
+    if kind == "py" and not trusted:
+        raise CheckpointError(
+            "config_from_metadata: the checkpoint stores its config as Python text (written by "
+            f"lazydet {metadata.get('lazydet_version')}), and loading it would run that code. "
+            "Give the experiment's config instead (python -m lazydet.predict conf=EXPERIMENT "
+            "train.init_checkpoint=PATH, or Predictor.from_checkpoint(path, config=cfg)), or, "
+            "for a checkpoint you trust as you would a config file, pass trusted=True."
+        )
+    # lazydet.config.load reads files: the text goes to a private temporary file.
     with tempfile.TemporaryDirectory(prefix="lazydet_checkpoint_config_") as directory:
         file = Path(directory) / f"checkpoint_config.{kind}"
-        file.write_text(text)
+        file.write_text(text, encoding="utf-8")
         try:
-            return load(file)
+            return load(file, trusted=trusted)
         except ConfigError as error:
+            detail = str(error).replace(str(file), "the stored config")
+            if not trusted and "outside the allowed" in detail:
+                raise CheckpointError(
+                    f"config_from_metadata: read as data (untrusted), {detail} For a "
+                    "checkpoint you trust (e.g. your own run with a project's classes), pass "
+                    "trusted=True (Predictor.from_checkpoint(path, trusted=True)), or give the "
+                    "experiment's config (conf=... / config=cfg)."
+                ) from error
             raise CheckpointError(
                 f"config_from_metadata: the stored config does not load with this lazydet "
-                f"(saved by lazydet {metadata.get('lazydet_version')}): {error}"
+                f"(saved by lazydet {metadata.get('lazydet_version')}): {detail}"
             ) from error

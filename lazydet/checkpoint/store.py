@@ -12,9 +12,11 @@ half-written file under the final name (what a resume after a preemption relies 
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import secrets
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,9 @@ _TORCH_LEAVES = (torch.Tensor, torch.dtype, torch.device)
 _PLAIN_SCALARS = (int, float, bool, complex, str, bytes)
 
 
-def _fsync_directory(directory: Path) -> None:
+def fsync_directory(directory: Path) -> None:
+    """Make the renames in ``directory`` durable (best effort where a directory cannot be
+    opened)."""
     # The rename is durable only once the directory entry is on disk. Not possible on every OS
     # (Windows cannot open a directory); there os.replace is the best we can do.
     try:
@@ -66,6 +70,35 @@ def _first_unloadable(value: Any, where: str) -> str | None:
     return f"{where} (a {type(value).__module__}.{type(value).__qualname__})"
 
 
+def _write_error(error: RuntimeError, tmp: Path) -> BaseException:
+    """The ``OSError`` behind a failed ``torch.save`` write, or ``error`` itself.
+
+    torch's zip writer turns a failed write (a full disk, a quota, an I/O error) into
+    ``RuntimeError("[enforce fail at inline_container.cc:...] unexpected pos ...")`` or
+    "... file write failed": the errno is lost, so a full disk is recognised by the free space
+    left. Callers handle one ``OSError`` for every failed write.
+    """
+    text = str(error)
+    if "inline_container" not in text and "write" not in text.lower():
+        return error
+    try:
+        free = shutil.disk_usage(tmp.parent).free
+    except OSError:
+        free = None
+    full = free is not None and free < _NEARLY_FULL_BYTES
+    reason = "No space left on device" if full else "write failed"
+    return OSError(
+        errno.ENOSPC if full else errno.EIO,
+        f"{reason} (torch.save: {text.splitlines()[0] if text else 'RuntimeError'})",
+        str(tmp),
+    )
+
+
+# torch.save loses the errno of a failed write; with less free space than this the failure is
+# reported as a full disk.
+_NEARLY_FULL_BYTES = 64 << 20
+
+
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
     """Write ``payload`` to ``path`` atomically with ``torch.save``.
 
@@ -86,7 +119,8 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
         TypeError: ``payload`` is not a dict, or has no ``"model"`` state dict.
         CheckpointError: the payload holds objects ``torch.load(weights_only=True)`` refuses
             (the message names the key); nothing is written.
-        OSError: the write failed (disk full, permissions); ``path`` is left as it was.
+        OSError: the write failed (disk full, permissions; torch.save's ``RuntimeError`` for a
+            failed write is raised as ``OSError`` too); ``path`` is left as it was.
     """
     path = Path(path)
     if not isinstance(payload, dict):
@@ -113,7 +147,10 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as file:
-            torch.save(payload, file)
+            try:
+                torch.save(payload, file)
+            except RuntimeError as error:
+                raise _write_error(error, tmp) from error
             file.flush()
             os.fsync(file.fileno())
         try:
@@ -132,7 +169,7 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_directory(path.parent)
+    fsync_directory(path.parent)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

@@ -17,11 +17,14 @@ model, optimizer, scheduler, scaler, iteration, per-rank RNG states and data pos
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import random
 import re
+import secrets
 import shutil
+import stat
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,10 +33,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from lazydet.checkpoint.store import fsync_directory
+
 __all__ = [
     "FINAL_CHECKPOINT",
     "POINTER_FILE",
     "Checkpointer",
+    "LockFileError",
     "capture_rng_state",
     "restore_rng_state",
 ]
@@ -45,6 +51,32 @@ POINTER_FILE = "last_checkpoint"
 _PERIODIC = re.compile(r"^model_(\d+)\.pth$")
 # Entries a checkpoint must hold for a resume (metadata-only or weights-only files do not count).
 _RESUME_KEYS = ("model", "optimizer", "iteration")
+
+
+# Temporary files of save_checkpoint (".model_0000010.pth.<pid>.<hex>.tmp") and of the pointer.
+_TEMPORARY = re.compile(
+    r"^\.(?:(?:model_\d+|model_final)\.pth|"
+    + re.escape(POINTER_FILE)
+    + r")\.(\d+)\.(?:[0-9a-f]+\.)?tmp$"
+)
+# A pointer holds one file name; more than this is not a pointer lazydet wrote.
+_POINTER_MAX_BYTES = 1024
+
+
+class LockFileError(OSError):
+    """The run directory's ``.lock`` is a link or not a plain file lazydet can own."""
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, another user's
+        return True
+    except OSError:
+        return True  # unsure: keep the file
+    return True
 
 
 def periodic_name(iteration: int) -> str:
@@ -83,18 +115,48 @@ class Checkpointer:
     def lock(self) -> None:
         """Claim the run directory for this process (an exclusive ``flock`` on ``.lock``), so a
         second run started on the same directory stops at once instead of interleaving its
-        checkpoints with ours. The kernel releases it when the process ends, even on SIGKILL."""
+        checkpoints with ours. The kernel releases it when the process ends, even on SIGKILL.
+
+        ``.lock`` is opened without following a symbolic link and without truncating, and must
+        be a regular file with one name: a link planted there (to a file of yours elsewhere)
+        is refused rather than written through. Once the lock is held, temporary files that
+        killed saves of earlier (dead) processes left behind are removed.
+        """
         try:
             import fcntl
         except ImportError:  # not POSIX: no lock, the saves stay atomic
             return
         path = self.directory / ".lock"
-        file = path.open("a+")
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        try:
+            fd = os.open(path, flags, 0o644)
+        except OSError as e:
+            if e.errno == errno.ELOOP or path.is_symlink():
+                raise LockFileError(
+                    f"The run directory's lock file {path} is a symbolic link (to "
+                    f"{os.readlink(path)!r}); lazydet does not follow it, since writing the "
+                    "lock would write to that file. Remove the link and run again."
+                ) from None
+            raise
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+            os.close(fd)
+            what = (
+                "is not a regular file"
+                if not stat.S_ISREG(info.st_mode)
+                else (f"has {info.st_nlink} names (a hard link to another file)")
+            )
+            raise LockFileError(
+                f"The run directory's lock file {path} {what}; lazydet writes only a lock file "
+                "it owns. Remove it and run again."
+            )
+        os.set_blocking(fd, True)
+        file = os.fdopen(fd, "r+", encoding="utf-8", errors="replace")
         try:
             fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
             file.seek(0)
-            holder = file.read().strip() or "another process"
+            holder = file.read(200).strip() or "another process"
             file.close()
             raise BlockingIOError(
                 e.errno,
@@ -102,11 +164,41 @@ class Checkpointer:
                 f"({holder}). Wait for it to finish, stop it (Ctrl-C saves and exits), or choose "
                 "another directory with hydra.run.dir=DIR.",
             ) from None
+        # Ours alone now (a regular file with one name, locked): rewrite the holder line.
         file.seek(0)
         file.truncate()
         file.write(f"pid {os.getpid()}\n")
         file.flush()
         self._lock_file = file
+        self.remove_stale_temporaries()
+
+    def remove_stale_temporaries(self) -> list[Path]:
+        """Remove the temporary files (``.model_*.pth.<pid>.<hex>.tmp``,
+        ``.last_checkpoint.<pid>...tmp``) of saves killed mid-write, when the process that wrote
+        them is gone. A live process's file is left alone (its save may be under way)."""
+        removed = []
+        for path in self.directory.iterdir():
+            match = _TEMPORARY.match(path.name)
+            if not match:
+                continue
+            pid = int(match.group(1))
+            if pid == os.getpid() or _process_alive(pid):
+                continue
+            try:
+                if not stat.S_ISREG(path.lstat().st_mode):
+                    continue
+                path.unlink()
+            except OSError:
+                continue
+            removed.append(path)
+        if removed:
+            logger.info(
+                "Removed %d temporary file(s) of interrupted saves in %s: %s",
+                len(removed),
+                self.directory,
+                ", ".join(p.name for p in removed),
+            )
+        return removed
 
     def unlock(self) -> None:
         if self._lock_file is not None:
@@ -152,13 +244,69 @@ class Checkpointer:
         return path
 
     def _write_pointer(self, name: str) -> None:
+        # Called only once the file it names is complete, fsynced and renamed into place. The
+        # temporary file is new (O_EXCL, never a link followed) and replaces the pointer with
+        # one rename, so a reader sees the old pointer or the new one, never a partial line.
         pointer = self.directory / POINTER_FILE
-        tmp = pointer.with_name(f".{POINTER_FILE}.{os.getpid()}.tmp")
-        with tmp.open("w", encoding="utf-8") as file:
-            file.write(name + "\n")
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, pointer)
+        tmp = pointer.with_name(f".{POINTER_FILE}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(tmp, flags, 0o666)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as file:
+                file.write(name + "\n")
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(tmp, pointer)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        fsync_directory(self.directory)
+
+    def _read_pointer(self) -> Path | None:
+        """The checkpoint ``last_checkpoint`` names, or None (with a warning) when the pointer
+        is missing, unreadable, not UTF-8, too long, or names anything but a file here."""
+        pointer = self.directory / POINTER_FILE
+        try:
+            fd = os.open(pointer, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            logger.warning(
+                "Ignoring %s (%s); resuming from the newest checkpoint file instead.",
+                pointer,
+                e.strerror or e,
+            )
+            return None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                problem = "is not a regular file"
+            else:
+                raw = os.read(fd, _POINTER_MAX_BYTES + 1)
+                problem = None
+        finally:
+            os.close(fd)
+        named = ""
+        if problem is None:
+            try:
+                named = raw.decode("utf-8").strip()
+            except UnicodeDecodeError:
+                problem = "is not UTF-8 text"
+        if problem is None:
+            if len(raw) > _POINTER_MAX_BYTES or len(named.encode()) > 255:
+                problem = f"holds a name of {len(named)} characters (longer than a file name)"
+            elif not named or Path(named).name != named or named in (".", ".."):
+                # Only a bare file name inside this directory is honoured (a copied run dir
+                # keeps working; a pointer cannot send the resume elsewhere).
+                problem = f"names {named!r}, not a checkpoint file of this directory"
+            else:
+                try:
+                    if (self.directory / named).is_file():
+                        return self.directory / named
+                    problem = f"names {named!r}, which does not exist"
+                except OSError as e:
+                    problem = f"names {named!r} ({e.strerror or e})"
+        logger.warning("%s %s; resuming from the newest checkpoint file instead.", pointer, problem)
+        return None
 
     def periodic_checkpoints(self) -> list[Path]:
         """Periodic checkpoint files, oldest (fewest iterations) first."""
@@ -178,13 +326,9 @@ class Checkpointer:
         """Files to try for a resume, best first: the pointer's target, ``model_final.pth``,
         then the periodic checkpoints from the newest down."""
         order: list[Path] = []
-        pointer = self.directory / POINTER_FILE
-        if pointer.is_file():
-            named = pointer.read_text(encoding="utf-8").strip()
-            # Only a bare file name inside this directory is honoured (a copied run dir keeps
-            # working; a pointer cannot send the resume elsewhere).
-            if named and Path(named).name == named and (self.directory / named).is_file():
-                order.append(self.directory / named)
+        named = self._read_pointer()
+        if named is not None:
+            order.append(named)
         final = self.directory / FINAL_CHECKPOINT
         for path in [final, *reversed(self.periodic_checkpoints())]:
             if path.is_file() and path not in order:

@@ -194,14 +194,22 @@ class Predictor:
         *,
         device: str | torch.device | None = None,
         batch_size: int = 4,
+        config: Any = None,
+        trusted: bool = False,
     ) -> Predictor:
         """Everything from a lazydet checkpoint: its stored config builds the model, its
-        metadata names the classes and keypoints. Runs the stored config's imports (as loading
-        any config file does): use checkpoints you trust."""
+        metadata names the classes and keypoints.
+
+        The stored config is read as data (YAML, loaded untrusted: only allow-listed targets
+        are built, and no code stored in the file runs). A checkpoint whose config is Python
+        text is refused unless ``trusted=True`` (which also lifts the allow-list: use it only
+        for checkpoints you trust as you would a config file). ``config`` (the experiment's
+        config, as ``conf=`` gives) replaces the stored one; the metadata still names classes.
+        """
         from lazydet.checkpoint import config_from_metadata, read_metadata
 
         metadata = read_metadata(path)
-        cfg = config_from_metadata(metadata)
+        cfg = config if config is not None else config_from_metadata(metadata, trusted=trusted)
         predictor = cls.from_config(cfg, weights=path, device=device, batch_size=batch_size)
         predictor.class_names = list(metadata["class_names"])
         if metadata.get("keypoint_names"):

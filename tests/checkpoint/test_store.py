@@ -115,7 +115,7 @@ def test_checkpoint_alone_rebuilds_the_model(tmp_path: Path) -> None:
 
     assert report.complete
     assert metadata["class_names"] == COCO_LIKE and metadata["input_format"] == "BGR"
-    assert metadata["config_format"] == "py"
+    assert metadata["config_format"] == "yaml"  # data: read back untrusted, no code runs
     assert metadata["lazydet_version"] == package_metadata.version("lazydet")
     assert rebuilt.num_classes == len(COCO_LIKE)
     saved = load_checkpoint(path)["model"]
@@ -123,8 +123,8 @@ def test_checkpoint_alone_rebuilds_the_model(tmp_path: Path) -> None:
         assert torch.equal(value, saved[name]), name
 
 
-def test_config_that_is_not_python_is_stored_as_yaml(tmp_path: Path) -> None:
-    # A top-level key that is not an identifier cannot be a Python config line.
+def test_config_with_a_key_that_is_not_python_is_stored_as_yaml(tmp_path: Path) -> None:
+    # A top-level key that is not an identifier cannot be a Python config line; YAML holds it.
     config = {"my-model": L(nn.Linear)(in_features=2, out_features=3)}
     metadata = build_metadata(class_names=["a"], config=config)
     assert metadata["config_format"] == "yaml"

@@ -167,3 +167,144 @@ def test_two_runs_on_one_directory_the_second_stops_at_once(tmp_path: Path) -> N
     second = Checkpointer(tmp_path)
     second.lock()  # free again once the first run released it
     second.unlock()
+
+
+class _FullDisk:
+    """A file whose writes fail after ``room`` bytes, as on a full disk (ENOSPC)."""
+
+    def __init__(self, file, room: int) -> None:
+        self._file, self._room = file, room
+
+    def write(self, data) -> int:
+        self._room -= len(data)
+        if self._room < 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return self._file.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self._file, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._file.close()
+
+
+def test_a_full_disk_during_torch_save_gives_the_intact_message(tmp_path, monkeypatch) -> None:
+    # torch.save turns the failed write into RuntimeError("... unexpected pos ..."): the real
+    # torch.save runs here, on a file that fails like a full disk.
+    import shutil
+
+    from lazydet.checkpoint import store
+
+    ckpt = Checkpointer(tmp_path)
+    ckpt.save("model_0000010.pth", _state(10))
+    real_fdopen = os.fdopen
+    monkeypatch.setattr(store.os, "fdopen", lambda fd, mode: _FullDisk(real_fdopen(fd, mode), 300))
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(store.shutil, "disk_usage", lambda p: usage._replace(free=4096))
+    with pytest.raises(OSError, match=r"model_0000020.pth failed \(No space left.*intact") as info:
+        ckpt.save("model_0000020.pth", _state(20))
+    assert info.value.errno == errno.ENOSPC
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir() if "tmp" in p.name) == []
+    path, state = ckpt.load_latest()
+    assert path.name == "model_0000010.pth" and state["iteration"] == 10
+
+
+def test_stale_temporaries_of_dead_processes_are_removed_at_the_next_start(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    dead_pid = int(dead.stdout)
+    live_pid = os.getppid()  # alive for the whole test
+    stale = [
+        tmp_path / f".model_0000010.pth.{dead_pid}.0badc0de.tmp",
+        tmp_path / f".model_final.pth.{dead_pid}.12ab.tmp",
+        tmp_path / f".{POINTER_FILE}.{dead_pid}.tmp",
+    ]
+    kept = [
+        tmp_path / f".model_0000020.pth.{live_pid}.deadbeef.tmp",  # a live process's save
+        tmp_path / f"model_0000010.pth.{dead_pid}.0badc0de.tmp",  # not ours (not hidden)
+        tmp_path / "notes.tmp",
+    ]
+    for path in stale + kept:
+        path.write_bytes(b"partial")
+    ckpt = Checkpointer(tmp_path)
+    ckpt.lock()
+    try:
+        assert [p for p in stale if p.exists()] == []
+        assert all(p.read_bytes() == b"partial" for p in kept)
+    finally:
+        ckpt.unlock()
+
+
+class _Crash(BaseException):
+    """A kill at one step of a save (not an Exception: nothing may catch and carry on)."""
+
+
+def _save_steps(monkeypatch, crash_at: int | None) -> list[str]:
+    """Patch os.fsync / os.replace to record each durable step and crash at step ``crash_at``."""
+    steps: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def step(name: str) -> None:
+        if crash_at is not None and len(steps) == crash_at:
+            raise _Crash(name)
+        steps.append(name)
+
+    def fsync(fd) -> None:
+        target = os.readlink(f"/proc/self/fd/{fd}")
+        step(f"fsync {Path(target).name if not os.path.isdir(target) else '<dir>'}")
+        real_fsync(fd)
+
+    def replace(src, dst) -> None:
+        step(f"replace {Path(dst).name}")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    return steps
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to name fds")
+def test_the_pointer_names_only_complete_durable_checkpoints(tmp_path, monkeypatch) -> None:
+    ckpt = Checkpointer(tmp_path)
+    ckpt.save("model_0000010.pth", _state(10))
+    steps = _save_steps(monkeypatch, crash_at=None)
+    ckpt.save("model_0000020.pth", _state(20))
+    monkeypatch.undo()
+    # The checkpoint is fsynced, renamed into place and its directory fsynced before the
+    # pointer's own temporary file is written, fsynced and renamed over the pointer.
+    order = [s.split(".")[0] if s.startswith("fsync .") else s for s in steps]
+    assert order == [
+        "fsync ",  # the checkpoint's temporary file (hidden name)
+        "replace model_0000020.pth",
+        "fsync <dir>",
+        "fsync ",  # the pointer's temporary file
+        f"replace {POINTER_FILE}",
+        "fsync <dir>",
+    ], steps
+    # A kill at every step leaves a pointer naming a complete checkpoint, and resume works.
+    for crash_at in range(len(steps)):
+        run = tmp_path / f"crash{crash_at}"
+        run.mkdir()
+        ckpt = Checkpointer(run)
+        ckpt.save("model_0000010.pth", _state(10))
+        _save_steps(monkeypatch, crash_at=crash_at)
+        with pytest.raises(_Crash):
+            ckpt.save("model_0000020.pth", _state(20))
+        monkeypatch.undo()
+        named = (run / POINTER_FILE).read_text().strip()
+        assert torch.load(run / named, weights_only=True)["iteration"] in (10, 20), crash_at
+        path, state = Checkpointer(run).load_latest()
+        # The pointer decides: the new file counts once the pointer was replaced to name it.
+        pointed = crash_at > steps.index(f"replace {POINTER_FILE}")
+        assert state["iteration"] == (20 if pointed else 10), (crash_at, path)

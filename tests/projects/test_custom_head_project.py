@@ -9,6 +9,7 @@ import json
 import pytest
 import torch
 
+from lazydet.checkpoint import CheckpointError
 from lazydet.config import compose, instantiate, validate
 from lazydet.data import MetadataCatalog
 from lazydet.evaluation import COCOEvaluator, Predictor, coco_evaluate, inference_on_dataset
@@ -77,7 +78,11 @@ def test_custom_head_trains_evaluates_and_predicts(project, tiny_overrides, tiny
     assert final.is_file()
 
     # Evaluate the trained weights with lazydet.evaluation; the AP is pycocotools' on the json.
-    predictor = Predictor.from_checkpoint(final, device="cpu")  # rebuilt from the saved config
+    # Rebuilt from the saved config. Untrusted, the project's own class is outside the
+    # allow-list and refused (the config is read as data); this run's own file is trusted.
+    with pytest.raises(CheckpointError, match="custom_head.LightMaskHead.*trusted=True"):
+        Predictor.from_checkpoint(final, device="cpu")
+    predictor = Predictor.from_checkpoint(final, device="cpu", trusted=True)
     model = predictor.model
     assert isinstance(model.roi_heads.mask_head, LightMaskHead)
     _, test = tiny_shapes
