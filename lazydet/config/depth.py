@@ -29,6 +29,8 @@ MAX_DEPTH = 2000
 # comprehension), with room to spare for the calls a target makes.
 _FRAMES_PER_LEVEL = 6
 _SPARE_FRAMES = 500
+# OmegaConf (YAML text, interpolations) spends about 15 frames a level.
+OMEGACONF_FRAMES_PER_LEVEL = 20
 
 
 def check_depth(cfg: Any, *, what: str = "config") -> int:
@@ -45,9 +47,15 @@ def check_depth(cfg: Any, *, what: str = "config") -> int:
     while stack:
         value, depth = pop()
         if depth > MAX_DEPTH:
+            path, cyclic = _path_past_limit(cfg)
+            if cyclic:
+                raise ConfigError(
+                    f"{what}: '{path}' contains itself; a config must be a tree. Use "
+                    "ref('key') to share one object between two places."
+                )
             raise ConfigError(
                 f"{what}: the config nests more than {MAX_DEPTH} levels deep (at "
-                f"'{_path_past_limit(cfg)}'). Such a config cannot be loaded, checked, built or "
+                f"'{path}'). Such a config cannot be loaded, checked, built or "
                 "saved; flatten it (a config that repeats a block can build it in a function, or "
                 "use ref('key') to share one node)."
             )
@@ -62,33 +70,31 @@ def check_depth(cfg: Any, *, what: str = "config") -> int:
 _CONTAINERS = (dict, list, tuple)
 
 
-def _path_past_limit(cfg: Any) -> str:
-    """The key path of the first container found past :data:`MAX_DEPTH` (for the message)."""
-    # (value, depth, link): link is (key, parent link), so that a path is spelt only once.
+def _path_past_limit(cfg: Any) -> tuple[str, bool]:
+    """The key path of the first container past :data:`MAX_DEPTH`, and whether it is a cycle."""
+    # (value, depth, link): link is (key, id, parent link), so that a path is spelt only once.
     stack: list[tuple[Any, int, Any]] = [(cfg, 1, None)]
     while stack:
         value, depth, link = stack.pop()
         if depth > MAX_DEPTH:
-            return _path(link)
+            ids, parts = [], []
+            while link is not None:
+                key, ident, link = link
+                parts.append(str(key))
+                ids.append(ident)
+            return ".".join(reversed(parts)) or "<root>", len(set(ids)) < len(ids)
         items = value.items() if isinstance(value, dict) else enumerate(value)
         for key, item in items:
             if isinstance(item, _CONTAINERS):
-                stack.append((item, depth + 1, (key, link)))
-    return "<root>"
-
-
-def _path(link: Any) -> str:
-    parts = []
-    while link is not None:
-        key, link = link
-        parts.append(str(key))
-    return ".".join(reversed(parts)) or "<root>"
+                stack.append((item, depth + 1, (key, id(item), link)))
+    return "<root>", False
 
 
 @contextlib.contextmanager
-def recursion_room(depth: int) -> Iterator[None]:
+def recursion_room(depth: int, *, frames_per_level: int = _FRAMES_PER_LEVEL) -> Iterator[None]:
     """Let a walk over a config of nesting ``depth`` recurse without hitting Python's limit.
 
+    ``frames_per_level``: more for walks through OmegaConf (about 15 frames a level).
     Raises the recursion limit only when the default would not do, and restores it afterwards.
     Python 3.11+ keeps Python-to-Python frames off the C stack, so the raised limit is safe for
     the pure-Python walks it is used for; :data:`MAX_DEPTH` bounds it.
@@ -98,7 +104,7 @@ def recursion_room(depth: int) -> Iterator[None]:
     while frame is not None:
         frames += 1
         frame = frame.f_back
-    needed = frames + _FRAMES_PER_LEVEL * depth + _SPARE_FRAMES
+    needed = frames + frames_per_level * depth + _SPARE_FRAMES
     old = sys.getrecursionlimit()
     if needed <= old:
         yield
