@@ -15,11 +15,13 @@ from .instantiate import instantiate
 from .interpolation import resolve
 from .lazy import MISSING, Config, L, LazyCall, is_node, ref
 from .paths import import_path, locate
+from .safe_targets import SAFE_TARGETS
 from .serialize import format_node, from_container, save, to_container, to_py, to_yaml
 from .validate import validate
 
 __all__ = [
     "MISSING",
+    "SAFE_TARGETS",
     "Config",
     "ConfigError",
     "InstantiationError",

@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import builtins
 import os
+import sys
 import traceback
 import types
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from .depth import MAX_DEPTH, OMEGACONF_FRAMES_PER_LEVEL, check_depth, recursion_room
 from .errors import ConfigError, make_importable_hint
 from .lazy import MISSING, Config, store, to_node
+from .safe_targets import allowed_names, check_targets
 
 __all__ = ["load", "load_file_namespace"]
 
@@ -149,8 +153,9 @@ def load_file_namespace(path: str | os.PathLike) -> types.ModuleType:
             hint = make_importable_hint(e.name)
         raise ConfigError(f"Error in config file {where}: {type(e).__name__}: {e}.{hint}") from e
     # Files importing this one get Config values (attribute access), like the loaded config.
-    for name, value in list(vars(module).items()):
-        if _is_config_value(name, value):
+    values = {n: v for n, v in vars(module).items() if _is_config_value(n, v)}
+    with recursion_room(check_depth(values, what=str(path))):
+        for name, value in values.items():
             setattr(module, name, to_node(value, where=f"{path.name}: {name}"))
     return module
 
@@ -160,82 +165,22 @@ def _line_in(path: Path, error: BaseException) -> int | None:
     return frames[-1].lineno if frames else None
 
 
-DEFAULT_ALLOWED_TARGETS = ("lazydet.", "torch.", "torchvision.")
-# Callables under the allowed prefixes that run code or fetch it: refused all the same.
-_NEVER_ALLOWED = (
-    "torch.hub.",
-    "torch.load",
-    "torch.jit.load",
-    "torch.package.",
-    "torch.utils.cpp_extension.",
-    "torch.compile",
-    "torch.export.load",
-    "lazydet.config.load",
-    "lazydet.config.files.",
-)
-
-
-def _allowed(path: str, prefixes: tuple[str, ...]) -> bool:
-    def matches(prefix: str) -> bool:
-        if prefix.endswith("."):
-            return path.startswith(prefix)
-        return path == prefix or path.startswith(prefix + ".")
-
-    if any(matches(p) for p in _NEVER_ALLOWED):
-        return False
-    return any(matches(p) for p in prefixes)
-
-
-def check_targets(cfg: Any, allowed_targets: tuple[str, ...], *, source: str = "config") -> None:
-    """Raise ConfigError if a ``_target_`` (or a class/function value) of ``cfg`` is not allowed.
-
-    ``allowed_targets`` are import-path prefixes (``"torch."``) or exact paths.
-    """
-    from .lazy import ARGS, LOCATE, TARGET
-
-    bad: list[str] = []
-
-    def walk(node: Any, key: str) -> None:
-        if isinstance(node, dict):
-            target = node.get(TARGET)
-            if target is not None:
-                names = [target]
-                if target == LOCATE:
-                    names += [a for a in node.get(ARGS, ()) if isinstance(a, str)]
-                for name in names:
-                    if not isinstance(name, str) or not _allowed(name, allowed_targets):
-                        bad.append(f"{key or '<root>'}: {name!r}")
-            for k, v in node.items():
-                walk(v, f"{key}.{k}" if key else str(k))
-        elif isinstance(node, (list, tuple)):
-            for i, v in enumerate(node):
-                walk(v, f"{key}.{i}" if key else str(i))
-
-    walk(cfg, "")
-    if bad:
-        raise ConfigError(
-            f"{source} names targets outside the allowed ones ({', '.join(allowed_targets)}): "
-            + "; ".join(bad)
-            + ". Building them could run any code. If you trust the file, load it with "
-            "trusted=True, or add the prefixes to allowed_targets."
-        )
-
-
 def load(
     path: str | os.PathLike,
     keys: str | list[str] | None = None,
     *,
     trusted: bool = True,
-    allowed_targets: tuple[str, ...] | list[str] | None = None,
+    allowed_targets: Iterable[str] | None = None,
 ) -> Any:
     """Load a config file (``.py`` or ``.yaml``) as a :class:`Config`.
 
     A config is code: instantiating it calls whatever its ``_target_`` names (``os.system``
     included), and a ``.py`` config runs when it is loaded. For files from others, pass
-    ``trusted=False``: only ``.yaml`` is accepted, and every target must start with one of
-    ``allowed_targets`` (default ``lazydet.``, ``torch.``, ``torchvision.``; a few callables
-    under them that load or fetch code, such as ``torch.hub.*`` and ``torch.load``, are refused
-    anyway). Giving ``allowed_targets`` implies ``trusted=False``.
+    ``trusted=False``: only ``.yaml`` is accepted, read as data, and every target (``_target_``,
+    or a class/function stored as a value) must be named in
+    :data:`lazydet.config.SAFE_TARGETS` or in ``allowed_targets`` (exact import paths added to
+    that list, never prefixes). Giving ``allowed_targets`` implies ``trusted=False``. A config
+    nesting more than :data:`lazydet.config.depth.MAX_DEPTH` levels is refused, naming the key.
 
     Args:
         path: the file.
@@ -246,9 +191,7 @@ def load(
     if allowed_targets is not None:
         trusted = False
     if not trusted:
-        if isinstance(allowed_targets, str):
-            allowed_targets = (allowed_targets,)
-        allowed = tuple(allowed_targets) if allowed_targets is not None else DEFAULT_ALLOWED_TARGETS
+        allowed = allowed_names(allowed_targets)
         if suffix == ".py":
             raise ConfigError(
                 f"{path}: a Python config runs its code when it is loaded, so it cannot be loaded "
@@ -265,12 +208,27 @@ def load(
 
         if not path.is_file():
             raise ConfigError(f"Config file {path} does not exist.")
+        import yaml
+        from omegaconf._utils import get_yaml_loader
+
         try:
-            cfg = from_container(OmegaConf.to_container(OmegaConf.load(path), resolve=False))
-        except ConfigError:
-            raise
+            data = yaml.load(path.read_text(encoding="utf-8"), Loader=get_yaml_loader())
+        except RecursionError:
+            raise ConfigError(
+                f"Cannot parse YAML config {path}: it nests deeper than the YAML reader can "
+                f"follow (more than {sys.getrecursionlimit() // 4} levels; a config may nest "
+                f"{MAX_DEPTH} at most)."
+            ) from None
         except Exception as e:
             raise ConfigError(f"Cannot parse YAML config {path}: {e}") from e
+        depth = check_depth(data, what=str(path))
+        with recursion_room(depth, frames_per_level=OMEGACONF_FRAMES_PER_LEVEL):
+            try:
+                cfg = from_container(OmegaConf.to_container(OmegaConf.create(data), resolve=False))
+            except ConfigError:
+                raise
+            except Exception as e:
+                raise ConfigError(f"Cannot parse YAML config {path}: {e}") from e
     elif suffix == ".py":
         module = load_file_namespace(path)
         cfg = Config()

@@ -11,6 +11,7 @@ import functools
 from collections.abc import Mapping
 from typing import Any
 
+from .depth import check_depth, recursion_room
 from .errors import ConfigError, InstantiationError
 from .interpolation import Interpolations
 from .lazy import ARGS, PARTIAL, REF, TARGET, Config, path_of, root_of
@@ -19,6 +20,8 @@ from .signature import MISSING_VALUE, signature_of
 
 __all__ = ["instantiate"]
 
+# Values built as themselves: no key path is spelt for them (a deep config's paths are long).
+_LEAVES = frozenset({int, float, bool, type(None)})
 _BUILDING = object()  # memo marker for a node under construction (a reference cycle)
 
 
@@ -50,6 +53,9 @@ class _Builder:
         # path ``path`` is the config key ``key_prefix + path[len(path_prefix):]``.
         self.interpolations = Interpolations(root_of(root))
         self.path_prefix, self.key_prefix = "", path_of(root)
+        # Targets located once per build: a config repeats a few targets many times, and
+        # ``locate`` of "pkg.mod.Class" first tries (and fails) to import "pkg.mod.Class" as a module.
+        self._located: dict[str, Any] = {}
         self._owners: dict[int, Interpolations] = {
             id(self.interpolations.root): self.interpolations
         }
@@ -61,17 +67,32 @@ class _Builder:
         except ConfigError as e:
             raise InstantiationError(str(e), path=path) from None
 
-    def build(self, node: Any, path: str) -> Any:
-        owner = root_of(node) if isinstance(node, Config) else node
+    def build(
+        self, node: Any, path: str, holder: Config | None = None, holder_owner: Any = None
+    ) -> Any:
+        """Build ``node`` found at builder path ``path``.
+
+        ``holder`` is the Config whose values (directly or through lists/tuples) are being walked
+        and ``holder_owner`` the whole config it belongs to. A child whose parent pointer is
+        ``holder`` belongs to that same config, so its owner is known in O(1); only a node met
+        otherwise (the top, a ref, a node of another config placed here) walks up with
+        :func:`root_of`. That keeps building linear in the number of nodes, whatever the shape.
+        """
+        if not isinstance(node, Config):
+            return self._build(node, path, holder, holder_owner)
+        if holder is not None and object.__getattribute__(node, "_Config__parent") is holder:
+            owner = holder_owner
+        else:
+            owner = root_of(node)
         if owner is node or owner is self.interpolations.root:
-            return self._build(node, path)
+            return self._build(node, path, node, owner)
         # A node of another config placed in this one (``instantiate({"model": cfg.model})``):
         # its ``${...}`` resolve against the config it belongs to, as they would in place.
         saved = self.interpolations, self.path_prefix, self.key_prefix
         self.interpolations = self._owners.setdefault(id(owner), Interpolations(owner))
         self.path_prefix, self.key_prefix = path, path_of(node)
         try:
-            return self._build(node, path)
+            return self._build(node, path, node, owner)
         finally:
             self.interpolations, self.path_prefix, self.key_prefix = saved
 
@@ -109,8 +130,10 @@ class _Builder:
             ) from None
         return self.build(node, target)
 
-    def _build(self, node: Any, path: str) -> Any:
+    def _build(self, node: Any, path: str, holder: Config | None, holder_owner: Any) -> Any:
         if isinstance(node, dict):
+            if not isinstance(node, Config):  # a plain dict: its children do not point at it
+                holder = holder_owner = None
             if REF in node:
                 # Mark the ref's own key: a ref that leads back to it is a cycle, not a recursion.
                 if self.memo.get(path) is _BUILDING:
@@ -127,15 +150,31 @@ class _Builder:
             self.memo[path] = _BUILDING
             target = node.get(TARGET)
             if target is None:
-                out: Any = {k: self.build(v, _join(path, k)) for k, v in node.items()}
+                out: Any = {
+                    k: v
+                    if type(v) in _LEAVES
+                    else self.build(v, _join(path, k), holder, holder_owner)
+                    for k, v in node.items()
+                }
             else:
-                out = self.call(node, target, path)
+                out = self.call(node, target, path, holder, holder_owner)
             self.memo[path] = out
             return out
+        # Lists and tuples are walked through: a Config inside points at the Config holding them.
         if isinstance(node, list):
-            return [self.build(v, _join(path, str(i))) for i, v in enumerate(node)]
+            return [
+                v
+                if type(v) in _LEAVES
+                else self.build(v, _join(path, str(i)), holder, holder_owner)
+                for i, v in enumerate(node)
+            ]
         if isinstance(node, tuple):
-            return tuple(self.build(v, _join(path, str(i))) for i, v in enumerate(node))
+            return tuple(
+                v
+                if type(v) in _LEAVES
+                else self.build(v, _join(path, str(i)), holder, holder_owner)
+                for i, v in enumerate(node)
+            )
         if isinstance(node, str):
             if node == MISSING_VALUE:
                 raise InstantiationError(
@@ -146,17 +185,27 @@ class _Builder:
                 return self.build(self.interpolated(node, path), path)
         return node
 
-    def call(self, node: dict, target_name: Any, path: str) -> Any:
+    def call(
+        self, node: dict, target_name: Any, path: str, holder: Config | None, holder_owner: Any
+    ) -> Any:
         where = path or "<root>"
         if not isinstance(target_name, str):
             raise InstantiationError(f"{where}: _target_ must be an import path string.", path=path)
-        try:
-            target = locate(target_name)
-        except ConfigError as e:
-            raise InstantiationError(f"{where}: {e}", path=path) from None
-        args = [self.build(a, _join(path, f"_args_.{i}")) for i, a in enumerate(node.get(ARGS, ()))]
+        target = self._located.get(target_name)
+        if target is None:
+            try:
+                target = locate(target_name)
+            except ConfigError as e:
+                raise InstantiationError(f"{where}: {e}", path=path) from None
+            self._located[target_name] = target
+        args = [
+            a
+            if type(a) in _LEAVES
+            else self.build(a, _join(path, f"_args_.{i}"), holder, holder_owner)
+            for i, a in enumerate(node.get(ARGS, ()))
+        ]
         kwargs = {
-            k: self.build(v, _join(path, k))
+            k: v if type(v) in _LEAVES else self.build(v, _join(path, k), holder, holder_owner)
             for k, v in node.items()
             if not (k.startswith("_") and k.endswith("_"))
         }
@@ -192,12 +241,16 @@ def instantiate(cfg: Any, *, refs: Mapping[str, Any] | None = None, root: Any = 
     ``cfg.dataset``). Errors name the config key of the failing node.
     """
     cfg = _plain(cfg)
-    if root is None:
-        builder = _Builder(cfg, refs or {})
-        return builder.build(cfg, "")
-    builder = _Builder(_plain(root), refs or {})
-    path = _find_path(builder.root, cfg)
-    return builder.build(cfg, path)
+    depth = check_depth(cfg, what="instantiate")
+    with recursion_room(depth):
+        if root is None:
+            builder = _Builder(cfg, refs or {})
+            return builder.build(cfg, "")
+        root = _plain(root)
+        check_depth(root, what="instantiate (root=)")
+        builder = _Builder(root, refs or {})
+        path = _find_path(builder.root, cfg)
+        return builder.build(cfg, path)
 
 
 def _find_path(root: Any, node: Any, prefix: str = "") -> str:

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .depth import OMEGACONF_FRAMES_PER_LEVEL, check_depth, recursion_room
 from .errors import ConfigError
 from .lazy import ARGS, LOCATE, REF, TARGET, Config, store
 from .paths import import_path, locate
@@ -250,19 +251,54 @@ def to_py(cfg: dict) -> str:
     return "".join(header) + "\n".join(lines)
 
 
+def _check_reads_back_py(text: str, path: Path, depth: int) -> None:
+    # Python's parser has fixed nesting limits (200 open brackets, a parser stack): a deep
+    # config renders to text it refuses. Parse (not run) the text to know before writing.
+    import ast
+
+    try:
+        ast.parse(text)
+    except (SyntaxError, RecursionError, MemoryError) as e:
+        raise ConfigError(
+            f"save({str(path)!r}): the config nests {depth} levels deep, more than a Python file "
+            f"can express ({type(e).__name__}: {e}). Nothing was written. Save it as .yaml "
+            "(lazydet.config.save(cfg, 'config.yaml')), or flatten it."
+        ) from None
+
+
+def _check_reads_back_yaml(text: str, path: Path) -> None:
+    import yaml
+    from omegaconf._utils import get_yaml_loader
+
+    try:
+        yaml.load(text, Loader=get_yaml_loader())
+    except RecursionError:
+        raise ConfigError(
+            f"save({str(path)!r}): the config nests deeper than the YAML reader can follow. "
+            "Nothing was written; flatten it."
+        ) from None
+
+
 def save(cfg: dict, path: str | os.PathLike) -> Path:
     """Write ``cfg`` to ``path``: ``.py`` as a runnable config, ``.yaml``/``.yml`` as YAML.
 
     The file is written to a temporary name and renamed, so a failure leaves no partial file.
+    The text is checked to read back before anything is written: a config nesting deeper than
+    Python's parser allows (about 100 levels of brackets) is refused as ``.py`` (save it as
+    ``.yaml``), and one past :data:`lazydet.config.depth.MAX_DEPTH` levels is refused.
     """
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix == ".py":
-        text = to_py(cfg)
-    elif suffix in (".yaml", ".yml"):
-        text = to_yaml(cfg)
-    else:
+    if suffix not in (".py", ".yaml", ".yml"):
         raise ConfigError(f"save({str(path)!r}): use a .py or .yaml file name.")
+    depth = check_depth(cfg, what=f"save({str(path)!r})")
+    with recursion_room(depth, frames_per_level=OMEGACONF_FRAMES_PER_LEVEL):
+        if suffix == ".py":
+            text = to_py(cfg)
+            _check_reads_back_py(text, path, depth)
+        else:
+            text = to_yaml(cfg)
+            _check_reads_back_yaml(text, path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_text(text)
     os.replace(tmp, path)

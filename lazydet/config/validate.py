@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from .depth import check_depth, recursion_room
 from .errors import ConfigError
 from .interpolation import Interpolations, is_interpolation
 from .lazy import ARGS, PARTIAL, REF, RESERVED, TARGET, path_of, root_of
@@ -26,8 +27,9 @@ def validate(cfg: Any, *, missing_hint: Callable[[str], str] | None = None) -> N
     group options that would fill it).
     """
     problems: list[str] = []
-    walker = _Walker(cfg, problems, missing_hint)
-    walker.walk(cfg, path_of(cfg), frozenset())
+    with recursion_room(check_depth(cfg, what="validate")):
+        walker = _Walker(cfg, problems, missing_hint)
+        walker.walk(cfg, path_of(cfg), frozenset())
     if problems:
         raise ConfigError("Invalid config:" + "".join(f"\n  - {p}" for p in problems))
 

@@ -206,13 +206,13 @@ def test_untrusted_load_refuses_targets_outside_the_allow_list(tmp_path):
     with pytest.raises(ConfigError) as info:
         load(tmp_path / "evil.yaml", trusted=False)
     message = str(info.value)
-    assert "run: 'os.system'" in message and "fn: 'subprocess.call'" in message
-    assert "hub: 'torch.hub.load'" in message and "model" not in message.split(":", 1)[1]
+    assert "'run' names 'os.system'" in message and "'fn' names 'subprocess.call'" in message
+    assert "'hub' names 'torch.hub.load'" in message and "'model'" in message
     ok = tmp_path / "ok.yaml"
     ok.write_text("model:\n  _target_: torch.nn.Linear\n  in_features: 2\n  out_features: 2\n")
-    assert instantiate(load(ok, trusted=False))["model"].out_features == 2
-    with pytest.raises(ConfigError, match="names targets outside"):
-        load(ok, allowed_targets=["lazydet."])
+    with pytest.raises(ConfigError, match="outside lazydet.config.SAFE_TARGETS"):
+        load(ok, trusted=False)  # a class not on the list: added by name, never by prefix
+    assert instantiate(load(ok, allowed_targets=["torch.nn.Linear"]))["model"].out_features == 2
     (tmp_path / "c.py").write_text("x = 1\n")
     with pytest.raises(ConfigError, match="runs its code when it is loaded"):
         load(tmp_path / "c.py", trusted=False)
