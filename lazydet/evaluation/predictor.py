@@ -138,7 +138,8 @@ class Predictor:
         """Build ``cfg.model``, load ``weights`` (any checkpoint ``load_weights`` reads; default
         ``cfg.train.init_checkpoint``), and take names from the test dataset's metadata."""
         from lazydet.checkpoint import load_weights
-        from lazydet.config import instantiate, select
+        from lazydet.config import instantiate, resolve, select
+        from lazydet.config.interpolation import is_interpolation
         from lazydet.utils.visualizer import skeleton_from_metadata
 
         if select(cfg, "model") is None:
@@ -153,6 +154,8 @@ class Predictor:
         augmentations = instantiate(augmentation_node) if augmentation_node is not None else None
         class_names = keypoint_names = skeleton = None
         dataset = select(cfg, "dataset.test")
+        if is_interpolation(dataset):  # dataset=coco_json names its json by a ${...}
+            dataset = resolve(cfg.dataset).get("test")
         if isinstance(dataset, str):
             from lazydet.data import MetadataCatalog
 
