@@ -9,6 +9,7 @@ voc_*, shapes_*).
 
 from .augmentation import (
     large_scale_jitter,
+    resize_longest_edge,
     resize_shortest_edge,
     test_augmentations,
     train_augmentations,
@@ -79,6 +80,7 @@ __all__ = [
     "register_pascal_voc",
     "register_shapes",
     "repeat_factors_from_category_frequency",
+    "resize_longest_edge",
     "resize_shortest_edge",
     "seed_worker",
     "test_augmentations",
