@@ -19,7 +19,7 @@
 # iterations on the bundled `shapes` set, predict with the result and save the config.
 #
 # This file is a [jupytext](https://jupytext.readthedocs.io) notebook: open it in Jupyter
-# (with jupytext installed, `pip install -e ".[dev]"`) or convert it:
+# (`pip install -e ".[notebook]"` brings Jupyter, nbconvert and jupytext) or convert it:
 # `jupytext --to ipynb docs/notebooks/quickstart.py`. `tests/test_docs_commands.py` executes
 # it on every test run. Everything here runs on a laptop CPU in about a minute.
 

@@ -30,8 +30,37 @@ def validate(cfg: Any, *, missing_hint: Callable[[str], str] | None = None) -> N
     with recursion_room(check_depth(cfg, what="validate")):
         walker = _Walker(cfg, problems, missing_hint)
         walker.walk(cfg, path_of(cfg), frozenset())
+    problems = _without_echoes(problems)
     if problems:
         raise ConfigError("Invalid config:" + "".join(f"\n  - {p}" for p in problems))
+
+
+def _without_echoes(problems: list[str]) -> list[str]:
+    """The problems, each once, without the interpolations that fail only because a value they
+    read is MISSING when that value is reported itself (one unset path is one problem).
+
+    An error raised by a resolver (say, a json file that is not there) reaches every key that
+    reads it: it is reported once, at the first key, with the count of the others.
+    """
+    missing = {p.split(" is MISSING ")[0] for p in problems if " is MISSING ('???')" in p}
+    out: list[str] = []
+    first_at: dict[str, int] = {}
+    others: dict[str, set[str]] = {}
+    for problem in problems:
+        echo = problem.rpartition("Missing mandatory value: ")[2]
+        if problem in out or ("cannot resolve" in problem and echo in missing):
+            continue
+        cause = problem.partition(" raised while resolving interpolation: ")[2]
+        if cause and cause in first_at:
+            others[cause].add(problem.split(":", 1)[0])
+            continue
+        if cause:
+            first_at[cause], others[cause] = len(out), set()
+        out.append(problem)
+    for cause, index in first_at.items():
+        if others[cause]:
+            out[index] += f" (and {len(others[cause])} more keys that read it)"
+    return out
 
 
 def _node_at(root: Any, path: str) -> Any:

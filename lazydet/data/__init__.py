@@ -9,6 +9,7 @@ voc_*, shapes_*).
 
 from .augmentation import (
     large_scale_jitter,
+    resize_longest_edge,
     resize_shortest_edge,
     test_augmentations,
     train_augmentations,
@@ -24,14 +25,18 @@ from .catalog import (
     DatasetCatalog,
     Metadata,
     MetadataCatalog,
+    dataset_name,
     flip_indices_from_metadata,
     keypoint_flip_indices,
 )
 from .datasets import (
+    coco_json_dataset,
+    coco_json_metadata,
     load_coco_json,
     load_voc_instances,
     register_all_builtin,
     register_coco,
+    register_coco_json_resolvers,
     register_pascal_voc,
     register_shapes,
 )
@@ -45,6 +50,7 @@ from .samplers import (
 from .serialized import SerializedList
 
 register_all_builtin()
+register_coco_json_resolvers()  # the ${coco_json.*} of conf/dataset/coco_json.py
 
 __all__ = [
     "AspectRatioGroupedBatches",
@@ -58,6 +64,9 @@ __all__ = [
     "TrainingSampler",
     "build_test_loader",
     "build_train_loader",
+    "coco_json_dataset",
+    "coco_json_metadata",
+    "dataset_name",
     "flip_indices_from_metadata",
     "get_detection_dataset_dicts",
     "keypoint_flip_indices",
@@ -67,9 +76,11 @@ __all__ = [
     "read_image",
     "register_all_builtin",
     "register_coco",
+    "register_coco_json_resolvers",
     "register_pascal_voc",
     "register_shapes",
     "repeat_factors_from_category_frequency",
+    "resize_longest_edge",
     "resize_shortest_edge",
     "seed_worker",
     "test_augmentations",

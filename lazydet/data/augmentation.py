@@ -46,6 +46,15 @@ def resize_shortest_edge(
     return T.RandomShortestSize(min_size=sizes, max_size=max_size, antialias=True)
 
 
+def resize_longest_edge(max_size: int) -> T.Transform:
+    """Resize so the long edge is ``max_size`` (the aspect ratio kept): ViTDet's test resize.
+
+    ``v2.Resize(size=None, max_size=...)``; a short edge equal to ``max_size`` would not do it,
+    torchvision refuses ``max_size`` equal to the requested size.
+    """
+    return T.Resize(size=None, max_size=max_size, antialias=True)
+
+
 def large_scale_jitter(
     image_size: int = 1024, scale_range: tuple[float, float] = (0.1, 2.0), *, fill: int = 0
 ) -> T.Transform:

@@ -11,13 +11,14 @@ flip map, OKS sigmas, evaluator type, the dataset-id to contiguous-id mapping.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 __all__ = [
     "DatasetCatalog",
     "Metadata",
     "MetadataCatalog",
+    "dataset_name",
     "flip_indices_from_metadata",
     "keypoint_flip_indices",
 ]
@@ -30,6 +31,37 @@ def _unknown_name_error(kind: str, name: str, available: list[str]) -> KeyError:
     return KeyError(
         f"{kind} {name!r} is not registered.{hint} Registered: {listing}. "
         "Register a COCO-format dataset with lazydet.data.register_coco(name, json_file, image_root)."
+    )
+
+
+def dataset_name(value: Any) -> str:
+    """The dataset name that ``value`` stands for: a name, or a config node that registers a
+    dataset and returns its name (``L(register_coco)(name=..., json_file=..., image_root=...)``,
+    which is then built, registering the dataset, as a config's loader would build it).
+
+    Both catalogs take either, so code that reads ``cfg.dataset.test`` from a config works
+    whichever way the config names its dataset.
+    """
+    if isinstance(value, str):
+        if "${" in value:
+            raise ValueError(
+                f"dataset name {value!r} is an unresolved ${{...}} interpolation; resolve the "
+                "config first (lazydet.config.resolve(cfg), or read a built config's value)"
+            )
+        return value
+    if isinstance(value, Mapping) and "_target_" in value:
+        from lazydet.config import instantiate  # a config node: build it as its loader would
+
+        name = instantiate(value)
+        if not isinstance(name, str):
+            raise TypeError(
+                f"the config node {value['_target_']} given as a dataset name returned a "
+                f"{type(name).__name__}; it must return the dataset's name (register_coco does)"
+            )
+        return name
+    raise TypeError(
+        "a dataset name must be a string, or a config node returning one such as "
+        f"L(register_coco)(...); got {type(value).__name__} {value!r}"
     )
 
 
@@ -58,8 +90,12 @@ class _DatasetCatalog:
             )
         self._loaders[name] = loader
 
-    def get(self, name: str) -> list[dict]:
-        """Call the loader registered under ``name`` and return its list of dicts."""
+    def get(self, name: Any) -> list[dict]:
+        """Call the loader registered under ``name`` and return its list of dicts.
+
+        ``name`` may also be a config node that registers the dataset (see :func:`dataset_name`).
+        """
+        name = dataset_name(name)
         if name not in self._loaders:
             raise _unknown_name_error("dataset", name, list(self._loaders))
         records = self._loaders[name]()
@@ -72,6 +108,7 @@ class _DatasetCatalog:
 
     def loader(self, name: str) -> Callable[[], list[dict]]:
         """The registered function itself (without calling it)."""
+        name = dataset_name(name)
         if name not in self._loaders:
             raise _unknown_name_error("dataset", name, list(self._loaders))
         return self._loaders[name]
@@ -83,7 +120,7 @@ class _DatasetCatalog:
         return sorted(self._loaders)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._loaders
+        return isinstance(name, str) and name in self._loaders
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
@@ -144,7 +181,10 @@ class _MetadataCatalog:
     def __init__(self) -> None:
         self._entries: dict[str, Metadata] = {}
 
-    def get(self, name: str) -> Metadata:
+    def get(self, name: Any) -> Metadata:
+        """The metadata of ``name`` (or of the dataset a config node registers, see
+        :func:`dataset_name`), created empty on first use."""
+        name = dataset_name(name)
         if name not in self._entries:
             self._entries[name] = Metadata(name)
         return self._entries[name]
@@ -156,7 +196,7 @@ class _MetadataCatalog:
         return sorted(self._entries)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._entries
+        return isinstance(name, str) and name in self._entries
 
 
 DatasetCatalog = _DatasetCatalog()

@@ -146,7 +146,8 @@ class Predictor:
         all is refused (``ValueError``) unless ``weights="random"`` (or
         ``train.init_checkpoint=random``) asks for the initial values on purpose."""
         from lazydet.checkpoint.start import RANDOM_WEIGHTS, load_start_weights
-        from lazydet.config import instantiate, select
+        from lazydet.config import instantiate, resolve, select
+        from lazydet.config.interpolation import is_interpolation
         from lazydet.utils.visualizer import skeleton_from_metadata
 
         if select(cfg, "model") is None:
@@ -169,6 +170,8 @@ class Predictor:
         augmentations = instantiate(augmentation_node) if augmentation_node is not None else None
         class_names = keypoint_names = skeleton = None
         dataset = select(cfg, "dataset.test")
+        if is_interpolation(dataset):  # dataset=coco_json names its json by a ${...}
+            dataset = resolve(cfg.dataset).get("test")
         if isinstance(dataset, str):
             from lazydet.data import MetadataCatalog
 

@@ -9,6 +9,7 @@ from .builtin import (
     register_all_builtin,
 )
 from .coco import load_coco_json, register_coco
+from .coco_json import coco_json_dataset, coco_json_metadata, register_coco_json_resolvers
 from .shapes import (
     SHAPES_CLASSES,
     SHAPES_KEYPOINT_FLIP_MAP,
@@ -29,6 +30,8 @@ __all__ = [
     "SHAPES_KEYPOINT_FLIP_MAP",
     "SHAPES_KEYPOINT_NAMES",
     "VOC_CLASSES",
+    "coco_json_dataset",
+    "coco_json_metadata",
     "datasets_root",
     "generate_shapes",
     "lazydet_cache_dir",
@@ -36,6 +39,7 @@ __all__ = [
     "load_voc_instances",
     "register_all_builtin",
     "register_coco",
+    "register_coco_json_resolvers",
     "register_pascal_voc",
     "register_shapes",
     "shapes_split_dir",

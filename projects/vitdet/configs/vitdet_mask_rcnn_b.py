@@ -4,10 +4,10 @@
 # the experiment starts from lazydet's Mask R-CNN and uses its options (vit_b, coco2017, adamw,
 # lsj_100ep); only what ViTDet (Li et al. 2022) does differently is written here.
 import torchvision.transforms.v2 as T
-from lazydet.conf.mask_rcnn_fpn import dataloader, model, train
+from lazydet.conf.mask_rcnn_fpn import dataloader, evaluator, model, train
 
 from lazydet.config import L
-from lazydet.data import large_scale_jitter, test_augmentations
+from lazydet.data import large_scale_jitter, resize_longest_edge
 from lazydet.modeling.roi_heads import FastRCNNConvFCHead, MaskRCNNConvUpsampleHead
 
 defaults = {
@@ -40,11 +40,12 @@ dataloader["train"].mapper.augmentations = L(T.Compose)(
     ]
 )
 dataloader["train"].total_batch_size = 64
-# Test: the long edge to image_size (a short edge of image_size capped at image_size).
-dataloader["test"].mapper.augmentations = L(test_augmentations)(
-    short_edge_length="${lsj.image_size}", max_size="${lsj.image_size}"
+# Test: the long edge to image_size, the aspect ratio kept (the model pads to the square).
+dataloader["test"].mapper.augmentations = L(T.Compose)(
+    transforms=[L(resize_longest_edge)(max_size="${lsj.image_size}")]
 )
 
 # Mixed precision is part of the recipe on GPUs; add train.amp=fp16 there (a CPU has no fp16).
 train.checkpoint_period = 5000
+# COCO AP on dataset.test every 5000 iterations and at the end (lazydet's COCO evaluator).
 train.eval_period = 5000
