@@ -71,11 +71,24 @@ def measure_cost(
         str(op).removeprefix("aten."): int(n)
         for op, n in counter.get_flop_counts().get("Global", {}).items()
     }
+    by_path[""] = total_ops
+
+    def ops_of(path: str, module: nn.Module) -> dict[str, int]:
+        # A container that is never called (ModuleList, ModuleDict) has no record of its own:
+        # its children's sum stands for it.
+        if path in by_path:
+            return by_path[path]
+        summed: dict[str, int] = {}
+        for name, child in module.named_children():
+            for op, n in ops_of(f"{path}.{name}" if path else name, child).items():
+                summed[op] = summed.get(op, 0) + n
+        return summed
+
     rows = []
     for path, module in model.named_modules():
         if max_depth is not None and path and path.count(".") >= max_depth:
             continue
-        ops = total_ops if path == "" else by_path.get(path, {})
+        ops = ops_of(path, module)
         trainable, frozen = count_parameters(module)
         rows.append(
             ModuleCost(

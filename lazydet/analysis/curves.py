@@ -135,6 +135,8 @@ def find_runs(paths: Sequence[str | os.PathLike]) -> dict[str, Path]:
     if len(found) > 1:  # drop the common leading folders: "out/sweep/0" -> "0"
         common = os.path.commonpath(list(found))
         found = {(os.path.relpath(k, common) if common else k): v for k, v in found.items()}
+    else:  # one run: its folder's name
+        found = {(Path(k).name or k): v for k, v in found.items()}
     return found
 
 

@@ -5,6 +5,15 @@ from torch import nn
 from lazydet.analysis.cost import count_parameters, format_cost_table, measure_cost
 
 
+class _Holder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layers = nn.ModuleList([nn.Linear(4, 3), nn.Linear(3, 2)])
+
+    def forward(self, x):
+        return self.layers[1](self.layers[0](x))
+
+
 def test_conv_and_linear_flops_match_hand_counts():
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Flatten(), nn.Linear(8 * 10 * 12, 5))
     model[0].bias.requires_grad_(False)
@@ -17,6 +26,9 @@ def test_conv_and_linear_flops_match_hand_counts():
     assert rows[""].flops == rows["0"].flops + rows["2"].flops
     assert rows["0"].trainable == 8 * 3 * 3 * 3 and rows["0"].frozen == 8
     assert rows[""].parameters == 8 * 27 + 8 + 960 * 5 + 5
+    # a ModuleList is never called: its children's FLOPs stand for it
+    listed_rows = {r.name: r for r in measure_cost(_Holder(), lambda m: m(torch.rand(5, 4)))}
+    assert listed_rows["layers"].flops == 2 * 5 * 4 * 3 + 2 * 5 * 3 * 2
     table = format_cost_table(list(rows.values()))
     assert "Conv2d" in table and "Linear" in table
 
