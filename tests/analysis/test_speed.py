@@ -1,0 +1,66 @@
+import pytest
+import torch
+from torch import nn
+
+from lazydet.analysis.speed import benchmark_steps, inference_step, train_step
+
+
+class _Counting(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(4, 1)
+        self.calls = 0
+
+    def forward(self, batch):
+        self.calls += 1
+        out = self.linear(torch.stack([d["x"] for d in batch])).mean()
+        return {"loss": out} if self.training else out
+
+
+def _loader(n_batches, batch_size):
+    return [[{"x": torch.rand(4)} for _ in range(batch_size)] for _ in range(n_batches)]
+
+
+def test_counts_and_fields_inference():
+    model = _Counting()
+    result = benchmark_steps(
+        inference_step(model),
+        _loader(2, 3),
+        mode="inference",
+        device=torch.device("cpu"),
+        warmup=2,
+        iters=3,
+        runs=4,
+        threads=1,
+        data_loading=True,  # 2 + 3 * 4 = 14 steps over a loader of 2 batches: it restarts
+    )
+    assert model.calls == 2 + 3 * 4
+    assert len(result.images_per_s) == 4 and all(s > 0 for s in result.images_per_s)
+    assert result.threads == 1 and result.batch_size == 3
+    assert result.spread[0] <= result.median <= result.spread[1]
+    assert set(result.as_dict()) >= {"median", "min", "max", "threads", "images_per_s"}
+    assert "median of 4 runs of 3 iterations after 2 warm-up" in str(result)
+
+
+def test_train_step_updates_weights_and_bad_counts_are_refused():
+    model = _Counting()
+    before = model.linear.weight.detach().clone()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    benchmark_steps(
+        train_step(model, optimizer),
+        _loader(1, 2),
+        mode="train",
+        device=torch.device("cpu"),
+        warmup=0,
+        iters=1,
+        runs=1,
+    )
+    assert model.calls == 1 and not torch.equal(before, model.linear.weight)
+    with pytest.raises(ValueError, match="iters=0"):
+        benchmark_steps(
+            train_step(model, optimizer),
+            _loader(1, 2),
+            mode="train",
+            device=torch.device("cpu"),
+            iters=0,
+        )
