@@ -2,7 +2,7 @@
 worst images. Input: a COCO ground truth and a COCO results file (what ``lazydet.evaluate``
 writes as ``coco_instances_results.json``); boxes (``bbox``) only.
 
-- **PR curves** per class at IoU 0.5 and 0.75: ``lazydet.evaluation.evaluate_coco``'s
+- **PR curves** per class at IoU 0.5 and 0.75: ``lazydet.evaluation.coco_evaluate``'s
   ``precision`` array (``[T, R, K, A, M]``), area "all", 100 detections per image.
 - **Error breakdown** (the COCO analysis tool's, after Hoiem et al.; ``CocoEval.analyze`` of the
   COCO API): precision-recall of each class re-evaluated under looser and looser conditions, each
@@ -267,14 +267,14 @@ def analyze_errors(
     score_threshold: float = 0.3,
 ) -> ErrorAnalysis:
     """Compute everything the pictures show (see the module's doc)."""
-    from lazydet.evaluation import evaluate_coco
+    from lazydet.evaluation import coco_evaluate
 
     gt, results = _load(gt_json, results_json)
     categories = gt["categories"]
     cat_ids = [c["id"] for c in categories]
     supercategory = {c["id"]: c.get("supercategory", c["name"]) for c in categories}
 
-    reference = evaluate_coco(gt, results, "bbox", verbose=False)
+    reference = coco_evaluate(gt, results, "bbox", verbose=False)
     # [T, R, K, A, M]: IoU .5 is T=0, .75 is T=5; area "all"; the last maxDets (100).
     precision = reference.precision[[0, 5], :, :, 0, -1]
 

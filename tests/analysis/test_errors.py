@@ -44,10 +44,10 @@ def _pycocotools_precision():
 
 
 def test_pr_curves_equal_the_evaluators_precision_array(analysis):
-    from lazydet.evaluation import evaluate_coco
+    from lazydet.evaluation import coco_evaluate
 
     reference = _pycocotools_precision()  # [T, R, K, A, M], the COCO API itself
-    lazydet = evaluate_coco(GT, RESULTS, "bbox", verbose=False).precision
+    lazydet = coco_evaluate(GT, RESULTS, "bbox", verbose=False).precision
     for t, ti in ((0, 0), (1, 5)):  # IoU .5 and .75
         np.testing.assert_array_equal(analysis.precision[t], reference[ti, :, :, 0, 2])
         np.testing.assert_array_equal(analysis.precision[t], lazydet[ti, :, :, 0, -1])
