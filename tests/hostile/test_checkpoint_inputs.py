@@ -181,7 +181,7 @@ def test_stored_config_payload_never_runs(tmp_path: Path, case: int) -> None:
     marker = tmp_path / "written_by_checkpoint"
     kind, text = _payloads(marker)[case]
     path = _checkpoint_with_config(tmp_path, text, kind)
-    expected = "trusted=True" if kind == "py" else r"outside the allowed"
+    expected = "trusted=True" if kind == "py" else r"outside lazydet.config.SAFE_TARGETS"
     with pytest.raises(CheckpointError, match=expected):
         Predictor.from_checkpoint(path, device="cpu")
     with pytest.raises(CheckpointError, match=expected):
