@@ -164,7 +164,7 @@ def _check_inputs(
             raise ValueError(f"batched_nms: idxs are on {idxs.device} but boxes on {boxes.device}.")
     if isinstance(iou_threshold, bool) or not isinstance(iou_threshold, numbers.Real):
         raise TypeError(f"nms: iou_threshold must be a real number, got {iou_threshold!r}.")
-    if math.isnan(iou_threshold):
+    if math.isnan(float(iou_threshold)):
         # Every comparison with NaN is False: nothing would ever be suppressed.
         raise ValueError(
             "nms: iou_threshold is NaN, which would suppress no box; use a value in [0, 1] "
