@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lazydet.structures import Instances
+from lazydet.utils.compile import check_all_true
 
 MaskPaste = Literal["torchvision", "detectron2"]
 
@@ -28,7 +29,10 @@ def _check_paste_inputs(name: str, masks: Tensor, boxes: Tensor) -> None:
         raise ValueError(
             f"{name}: boxes must be [{masks.shape[0]}, 4] (one per mask), got {tuple(boxes.shape)}."
         )
-    if not torch.isfinite(boxes).all():
+    finite = torch.isfinite(boxes)
+    if torch.compiler.is_compiling():  # no data-dependent branch (graph break) when compiled
+        check_all_true(finite, f"{name}: boxes have NaN or infinite coordinates.", ValueError)
+    elif not finite.all():
         bad = (~torch.isfinite(boxes)).any(dim=1).nonzero().flatten().tolist()
         raise ValueError(
             f"{name}: boxes {bad[:10]} have NaN or infinite coordinates; a mask cannot be "

@@ -65,7 +65,7 @@ def nms(
         ``[K]`` long indices into ``boxes``, by decreasing score (``K <= max_keep``).
     """
     threshold, max_keep = _check_inputs(boxes, scores, None, iou_threshold, max_keep)
-    return _nms(boxes, scores, None, threshold, max_keep)
+    return _nms_op(boxes, scores, threshold, max_keep)
 
 
 def batched_nms(
@@ -89,7 +89,7 @@ def batched_nms(
         ``[K]`` long indices into ``boxes``, by decreasing score (ties in input order).
     """
     threshold, max_keep = _check_inputs(boxes, scores, idxs, iou_threshold, max_keep)
-    return _nms(boxes, scores, idxs, threshold, max_keep)
+    return _batched_nms_op(boxes, scores, idxs, threshold, max_keep)
 
 
 def nms_padded(
@@ -164,7 +164,7 @@ def _check_inputs(
             raise ValueError(f"batched_nms: idxs are on {idxs.device} but boxes on {boxes.device}.")
     if isinstance(iou_threshold, bool) or not isinstance(iou_threshold, numbers.Real):
         raise TypeError(f"nms: iou_threshold must be a real number, got {iou_threshold!r}.")
-    if math.isnan(iou_threshold):
+    if math.isnan(float(iou_threshold)):
         # Every comparison with NaN is False: nothing would ever be suppressed.
         raise ValueError(
             "nms: iou_threshold is NaN, which would suppress no box; use a value in [0, 1] "
@@ -196,6 +196,52 @@ def _nms(
     else:
         keep = _torchvision_keep(boxes, scores, idxs, threshold)
     return keep if max_keep is None else keep[:max_keep]
+
+
+# torch.library operators lazydet::nms and lazydet::batched_nms. One registration each for CPU
+# and CUDA; the kernel that runs (Triton or torchvision, lazydet.ops.backend) is chosen when the op
+# runs. The number of kept boxes depends on the data: the fake kernel declares it as a new dynamic
+# size, as torch documents for such ops, so torch.compile / torch.export trace through NMS.
+
+
+@torch.library.custom_op(
+    "lazydet::nms",
+    mutates_args=(),
+    device_types=("cpu", "cuda"),
+    schema="(Tensor boxes, Tensor scores, float iou_threshold, int? max_keep) -> Tensor",
+)
+def _nms_op(
+    boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, max_keep: int | None
+) -> torch.Tensor:
+    return _nms(boxes, scores, None, iou_threshold, max_keep)
+
+
+@torch.library.custom_op(
+    "lazydet::batched_nms",
+    mutates_args=(),
+    device_types=("cpu", "cuda"),
+    schema="(Tensor boxes, Tensor scores, Tensor idxs, float iou_threshold, int? max_keep) "
+    "-> Tensor",
+)
+def _batched_nms_op(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    idxs: torch.Tensor,
+    iou_threshold: float,
+    max_keep: int | None,
+) -> torch.Tensor:
+    return _nms(boxes, scores, idxs, iou_threshold, max_keep)
+
+
+def _fake_keep(boxes: torch.Tensor) -> torch.Tensor:
+    count = torch.library.get_ctx().new_dynamic_size()
+    return boxes.new_empty((count,), dtype=torch.long)
+
+
+_nms_op.register_fake(lambda boxes, scores, iou_threshold, max_keep: _fake_keep(boxes))
+_batched_nms_op.register_fake(
+    lambda boxes, scores, idxs, iou_threshold, max_keep: _fake_keep(boxes)
+)
 
 
 def _nms_padded(

@@ -31,12 +31,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 from torchvision.ops import roi_align as _torchvision_roi_align_op
 
 from lazydet.ops.backend import use_triton
@@ -48,16 +46,6 @@ MAX_FUSED_LEVELS = 5
 """Most pyramid levels the fused Triton launch takes; more levels use the torchvision loop."""
 
 _TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-
-
-@dataclass(frozen=True)
-class _PoolSpec:
-    output_size: tuple[int, int]
-    scales: tuple[float, ...]
-    sampling_ratio: int
-    aligned: bool
-    deterministic: bool
-    level_mapping: Any  # lazydet.kernels.roi_align.FpnLevelMapping | None (import is lazy)
 
 
 # --------------------------------------------------------------------------------------------
@@ -116,12 +104,6 @@ def _resolve_deterministic(deterministic: bool | None) -> bool:
     return bool(deterministic)
 
 
-def _empty_output(features: Tensor, output_size: tuple[int, int]) -> Tensor:
-    # A zero-size view of the features: still part of the autograd graph (so a loss over no rois
-    # reaches the features with a zero gradient), and no launch.
-    return features[:0, :, :1, :1].expand(0, features.shape[1], *output_size)
-
-
 # --------------------------------------------------------------------------------------------
 # torchvision fallback
 # --------------------------------------------------------------------------------------------
@@ -163,59 +145,346 @@ def _torchvision_roi_align(
 
 
 # --------------------------------------------------------------------------------------------
-# Triton path
+# Kernels behind the operators: Triton, or torchvision
 # --------------------------------------------------------------------------------------------
-
-
-class _TritonRoIAlign(torch.autograd.Function):
-    """Autograd wrapper of the Triton kernels; gradients flow to the features only (as in
-    torchvision, rois get none)."""
-
-    @staticmethod
-    def forward(ctx: Any, rois: Tensor, spec: _PoolSpec, *features: Tensor) -> Tensor:
-        from lazydet.kernels import roi_align as kernels
-
-        ctx.save_for_backward(rois)
-        ctx.spec = spec
-        ctx.feature_shapes = [f.shape for f in features]
-        ctx.feature_dtype = features[0].dtype
-        return kernels.roi_align_forward(
-            list(features),
-            rois,
-            output_size=spec.output_size,
-            scales=spec.scales,
-            sampling_ratio=spec.sampling_ratio,
-            aligned=spec.aligned,
-            level_mapping=spec.level_mapping,
-        )
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
-        from lazydet.kernels import roi_align as kernels
-
-        num_levels = len(ctx.feature_shapes)
-        if not any(ctx.needs_input_grad[2:]):
-            return (None, None, *([None] * num_levels))
-        (rois,) = ctx.saved_tensors
-        spec: _PoolSpec = ctx.spec
-        grads = kernels.roi_align_backward(
-            grad_output,
-            rois,
-            feature_shapes=ctx.feature_shapes,
-            feature_dtype=ctx.feature_dtype,
-            output_size=spec.output_size,
-            scales=spec.scales,
-            sampling_ratio=spec.sampling_ratio,
-            aligned=spec.aligned,
-            level_mapping=spec.level_mapping,
-            deterministic=spec.deterministic,
-        )
-        return (None, None, *grads)
 
 
 def _kernel_rois(rois: Tensor) -> Tensor:
     return rois.detach().to(torch.float32).contiguous()
+
+
+def _torchvision_roi_align_backward(
+    grad: Tensor,
+    rois: Tensor,
+    feature_shape: Sequence[int],
+    feature_dtype: torch.dtype,
+    output_size: Sequence[int],
+    spatial_scale: float,
+    sampling_ratio: int,
+    aligned: bool,
+) -> Tensor:
+    """Gradient of :func:`_torchvision_roi_align` w.r.t. the features: torchvision's backward
+    kernel on the same safe rois, with the rows of invalid rois zeroed (they get no gradient)."""
+    num_images, channels, height, width = (int(s) for s in feature_shape)
+    if num_images == 0 or rois.shape[0] == 0:
+        return grad.new_zeros((num_images, channels, height, width), dtype=feature_dtype)
+    compute_dtype = feature_dtype if feature_dtype == torch.float64 else torch.float32
+    valid = valid_rois_mask(rois, num_images)
+    safe_rois = torch.where(valid[:, None], rois.to(compute_dtype), 0.0)
+    grad = torch.where(valid[:, None, None, None], grad.to(compute_dtype), 0.0).contiguous()
+    features_grad = torch.ops.torchvision._roi_align_backward(
+        grad,
+        safe_rois,
+        spatial_scale,
+        output_size[0],
+        output_size[1],
+        num_images,
+        channels,
+        height,
+        width,
+        sampling_ratio if sampling_ratio > 0 else -1,
+        aligned,
+    )
+    return features_grad.to(feature_dtype)
+
+
+def _check_torchvision_determinism(deterministic: bool, device: torch.device) -> None:
+    if deterministic and device.type == "cuda":
+        raise ValueError(
+            "deterministic=True on CUDA needs lazydet's Triton ROIAlign (torchvision's CUDA "
+            "backward uses float atomics); use backend 'auto' or 'triton', or pass "
+            "deterministic=False."
+        )
+
+
+def _single_level_uses_triton(dtype: torch.dtype, *tensors: Tensor) -> bool:
+    return dtype in _TRITON_DTYPES and use_triton(*tensors)
+
+
+def _multilevel_uses_triton(num_levels: int, dtype: torch.dtype, *tensors: Tensor) -> bool:
+    return num_levels <= MAX_FUSED_LEVELS and dtype in _TRITON_DTYPES and use_triton(*tensors)
+
+
+def _level_mapping(scales: Sequence[float], canonical_box_size: float, canonical_level: int):
+    from lazydet.kernels.roi_align import FpnLevelMapping
+
+    min_level, _ = _pyramid_levels(scales, len(scales))
+    return FpnLevelMapping(
+        min_level=min_level,
+        num_levels=len(scales),
+        canonical_box_size=float(canonical_box_size),
+        canonical_level=int(canonical_level),
+        eps=LEVEL_EPS,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# torch.library operators (lazydet::roi_align, lazydet::multilevel_roi_align and backwards)
+#
+# One registration per op for CPU and CUDA. Which kernel runs is decided when the op runs (not
+# when a graph is traced), by lazydet.ops.backend: Triton on CUDA and torchvision on CPU by
+# default, Triton on CPU under TRITON_INTERPRET=1 when forced, torchvision on CUDA when forced.
+# Each op is opaque to torch.compile / torch.export: they see the op and its fake kernel.
+# --------------------------------------------------------------------------------------------
+
+_DEVICES = ("cpu", "cuda")
+
+
+@torch.library.custom_op(
+    "lazydet::roi_align",
+    mutates_args=(),
+    device_types=_DEVICES,
+    schema="(Tensor features, Tensor rois, int[] output_size, float spatial_scale, "
+    "int sampling_ratio, bool aligned, bool deterministic) -> Tensor",
+)
+def _roi_align_op(
+    features: Tensor,
+    rois: Tensor,
+    output_size: list[int],
+    spatial_scale: float,
+    sampling_ratio: int,
+    aligned: bool,
+    deterministic: bool,
+) -> Tensor:
+    size = (int(output_size[0]), int(output_size[1]))
+    if rois.shape[0] == 0:
+        return features.new_zeros((0, features.shape[1], *size))
+    if _single_level_uses_triton(features.dtype, features, rois):
+        from lazydet.kernels import roi_align as kernels
+
+        return kernels.roi_align_forward(
+            [features.contiguous()],
+            _kernel_rois(rois),
+            output_size=size,
+            scales=(spatial_scale,),
+            sampling_ratio=sampling_ratio,
+            aligned=aligned,
+        )
+    return _torchvision_roi_align(features, rois, size, spatial_scale, sampling_ratio, aligned)
+
+
+@_roi_align_op.register_fake
+def _(features, rois, output_size, spatial_scale, sampling_ratio, aligned, deterministic):
+    return features.new_empty((rois.shape[0], features.shape[1], *output_size))
+
+
+@torch.library.custom_op(
+    "lazydet::roi_align_backward",
+    mutates_args=(),
+    device_types=_DEVICES,
+    schema="(Tensor grad, Tensor rois, SymInt[] feature_shape, ScalarType feature_dtype, "
+    "int[] output_size, float spatial_scale, int sampling_ratio, bool aligned, "
+    "bool deterministic) -> Tensor",
+)
+def _roi_align_backward_op(
+    grad: Tensor,
+    rois: Tensor,
+    feature_shape: list[int],
+    feature_dtype: torch.dtype,
+    output_size: list[int],
+    spatial_scale: float,
+    sampling_ratio: int,
+    aligned: bool,
+    deterministic: bool,
+) -> Tensor:
+    shape = torch.Size(int(s) for s in feature_shape)
+    if rois.shape[0] == 0:
+        return grad.new_zeros(shape, dtype=feature_dtype)
+    if _single_level_uses_triton(feature_dtype, grad, rois):
+        from lazydet.kernels import roi_align as kernels
+
+        (features_grad,) = kernels.roi_align_backward(
+            grad,
+            _kernel_rois(rois),
+            feature_shapes=[shape],
+            feature_dtype=feature_dtype,
+            output_size=tuple(output_size),
+            scales=(spatial_scale,),
+            sampling_ratio=sampling_ratio,
+            aligned=aligned,
+            deterministic=deterministic,
+        )
+        return features_grad
+    _check_torchvision_determinism(deterministic, grad.device)
+    return _torchvision_roi_align_backward(
+        grad, rois, shape, feature_dtype, output_size, spatial_scale, sampling_ratio, aligned
+    )
+
+
+@_roi_align_backward_op.register_fake
+def _(grad, rois, feature_shape, feature_dtype, *args):
+    return grad.new_empty(feature_shape, dtype=feature_dtype)
+
+
+def _roi_align_setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
+    features, rois, *args = inputs
+    ctx.save_for_backward(rois)
+    ctx.feature_shape = features.shape
+    ctx.feature_dtype = features.dtype
+    ctx.args = args
+
+
+def _roi_align_autograd(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+    (rois,) = ctx.saved_tensors
+    features_grad = _roi_align_backward_op(
+        grad, rois, list(ctx.feature_shape), ctx.feature_dtype, *ctx.args
+    )
+    return (features_grad, *([None] * (1 + len(ctx.args))))
+
+
+_roi_align_op.register_autograd(_roi_align_autograd, setup_context=_roi_align_setup_context)
+
+
+@torch.library.custom_op(
+    "lazydet::multilevel_roi_align",
+    mutates_args=(),
+    device_types=_DEVICES,
+    schema="(Tensor[] features, Tensor rois, int[] output_size, float[] scales, "
+    "int sampling_ratio, bool aligned, float canonical_box_size, int canonical_level, "
+    "bool deterministic) -> Tensor",
+)
+def _multilevel_roi_align_op(
+    features: list[Tensor],
+    rois: Tensor,
+    output_size: list[int],
+    scales: list[float],
+    sampling_ratio: int,
+    aligned: bool,
+    canonical_box_size: float,
+    canonical_level: int,
+    deterministic: bool,
+) -> Tensor:
+    first = features[0]
+    size = (int(output_size[0]), int(output_size[1]))
+    if rois.shape[0] == 0:
+        return first.new_zeros((0, first.shape[1], *size))
+    if _multilevel_uses_triton(len(features), first.dtype, *features, rois):
+        from lazydet.kernels import roi_align as kernels
+
+        return kernels.roi_align_forward(
+            [level.contiguous() for level in features],
+            _kernel_rois(rois),
+            output_size=size,
+            scales=tuple(scales),
+            sampling_ratio=sampling_ratio,
+            aligned=aligned,
+            level_mapping=_level_mapping(scales, canonical_box_size, canonical_level),
+        )
+    levels = _rois_levels(rois, scales, canonical_box_size, canonical_level)
+    pooled = first.new_zeros((rois.shape[0], first.shape[1], *size))
+    for index, (level_features, scale) in enumerate(zip(features, scales)):
+        in_level = torch.nonzero(levels == index).squeeze(1)
+        pooled[in_level] = _torchvision_roi_align(
+            level_features, rois[in_level], size, scale, sampling_ratio, aligned
+        )
+    return pooled
+
+
+@_multilevel_roi_align_op.register_fake
+def _(features, rois, output_size, *args):
+    return features[0].new_empty((rois.shape[0], features[0].shape[1], *output_size))
+
+
+def _rois_levels(
+    rois: Tensor, scales: Sequence[float], canonical_box_size: float, canonical_level: int
+) -> Tensor:
+    min_level, max_level = _pyramid_levels(scales, len(scales))
+    return assign_boxes_to_levels(
+        [rois[:, 1:]], min_level, max_level, canonical_box_size, canonical_level
+    )
+
+
+@torch.library.custom_op(
+    "lazydet::multilevel_roi_align_backward",
+    mutates_args=(),
+    device_types=_DEVICES,
+    schema="(Tensor grad, Tensor rois, SymInt[] feature_shapes, ScalarType feature_dtype, "
+    "int[] output_size, float[] scales, int sampling_ratio, bool aligned, "
+    "float canonical_box_size, int canonical_level, bool deterministic) -> Tensor[]",
+)
+def _multilevel_roi_align_backward_op(
+    grad: Tensor,
+    rois: Tensor,
+    feature_shapes: list[int],
+    feature_dtype: torch.dtype,
+    output_size: list[int],
+    scales: list[float],
+    sampling_ratio: int,
+    aligned: bool,
+    canonical_box_size: float,
+    canonical_level: int,
+    deterministic: bool,
+) -> list[Tensor]:
+    """``feature_shapes`` is every level's ``(N, C, H, W)``, concatenated (4 ints a level)."""
+    shapes = _split_shapes(feature_shapes)
+    if rois.shape[0] == 0:
+        return [grad.new_zeros(shape, dtype=feature_dtype) for shape in shapes]
+    if _multilevel_uses_triton(len(shapes), feature_dtype, grad, rois):
+        from lazydet.kernels import roi_align as kernels
+
+        grads = kernels.roi_align_backward(
+            grad,
+            _kernel_rois(rois),
+            feature_shapes=shapes,
+            feature_dtype=feature_dtype,
+            output_size=tuple(output_size),
+            scales=tuple(scales),
+            sampling_ratio=sampling_ratio,
+            aligned=aligned,
+            level_mapping=_level_mapping(scales, canonical_box_size, canonical_level),
+            deterministic=deterministic,
+        )
+        # The kernel's levels are views of one buffer; an operator's outputs must not alias.
+        return [level_grad.clone() for level_grad in grads]
+    _check_torchvision_determinism(deterministic, grad.device)
+    levels = _rois_levels(rois, scales, canonical_box_size, canonical_level)
+    grads = []
+    for index, (shape, scale) in enumerate(zip(shapes, scales)):
+        in_level = torch.nonzero(levels == index).squeeze(1)
+        grads.append(
+            _torchvision_roi_align_backward(
+                grad[in_level],
+                rois[in_level],
+                shape,
+                feature_dtype,
+                output_size,
+                scale,
+                sampling_ratio,
+                aligned,
+            )
+        )
+    return grads
+
+
+@_multilevel_roi_align_backward_op.register_fake
+def _(grad, rois, feature_shapes, feature_dtype, *args):
+    return [grad.new_empty(shape, dtype=feature_dtype) for shape in _split_shapes(feature_shapes)]
+
+
+def _split_shapes(flat: Sequence[int]) -> list[list[int]]:
+    return [list(flat[i : i + 4]) for i in range(0, len(flat), 4)]
+
+
+def _multilevel_setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
+    features, rois, *args = inputs
+    ctx.save_for_backward(rois)
+    ctx.feature_shapes = [s for level in features for s in level.shape]
+    ctx.feature_dtype = features[0].dtype
+    ctx.num_levels = len(features)
+    ctx.args = args
+
+
+def _multilevel_autograd(ctx: Any, grad: Tensor) -> tuple[Any, ...]:
+    (rois,) = ctx.saved_tensors
+    grads = _multilevel_roi_align_backward_op(
+        grad, rois, ctx.feature_shapes, ctx.feature_dtype, *ctx.args
+    )
+    return (list(grads), *([None] * (1 + len(ctx.args))))
+
+
+_multilevel_roi_align_op.register_autograd(
+    _multilevel_autograd, setup_context=_multilevel_setup_context
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -235,6 +504,8 @@ def roi_align(
 ) -> Tensor:
     """Pool ``rois`` from one feature map; torchvision.ops.roi_align semantics.
 
+    Checks the arguments and calls the operator ``torch.ops.lazydet.roi_align``.
+
     Args:
         features: [N, C, H, W] float (fp32/fp16/bf16 on the Triton path, also fp64 on torchvision).
         rois: [K, 5] (batch_index, x1, y1, x2, y2), XYXY image pixels; read as fp32.
@@ -253,24 +524,21 @@ def roi_align(
     _check_rois(rois, features)
     size = _output_size(output_size)
     spatial_scale = _check_scale(spatial_scale, "spatial_scale")
-    sampling_ratio = int(sampling_ratio)
     deterministic = _resolve_deterministic(deterministic)
-    if rois.shape[0] == 0:
-        return _empty_output(features, size)
-    if features.dtype in _TRITON_DTYPES and use_triton(features, rois):
-        spec = _PoolSpec(size, (spatial_scale,), sampling_ratio, aligned, deterministic, None)
-        return _TritonRoIAlign.apply(_kernel_rois(rois), spec, features.contiguous())
-    _check_torchvision_determinism(deterministic, features)
-    return _torchvision_roi_align(features, rois, size, spatial_scale, sampling_ratio, aligned)
+    _check_forced_torchvision_determinism(deterministic, features)
+    return _roi_align_op(
+        features, rois, list(size), spatial_scale, int(sampling_ratio), bool(aligned), deterministic
+    )
 
 
-def _check_torchvision_determinism(deterministic: bool, features: Tensor) -> None:
-    if deterministic and features.is_cuda and features.requires_grad:
-        raise ValueError(
-            "deterministic=True on CUDA needs lazydet's Triton ROIAlign (torchvision's CUDA "
-            "backward uses float atomics); use backend 'auto' or 'triton', or pass "
-            "deterministic=False."
-        )
+def _check_forced_torchvision_determinism(deterministic: bool, features: Tensor) -> None:
+    # Fails at the call rather than at backward time. The short-circuit keeps the backend
+    # lookup out of what torch.compile traces for the usual CPU / non-deterministic call.
+    torchvision_on_cuda = features.is_cuda and (
+        features.dtype not in _TRITON_DTYPES or not use_triton(features)
+    )
+    if deterministic and features.requires_grad and torchvision_on_cuda:
+        _check_torchvision_determinism(deterministic, features.device)
 
 
 def _box_tensor(boxes: Any, index: int) -> Tensor:
@@ -381,7 +649,7 @@ def multilevel_roi_align(
             )
         if level.device != first.device:
             raise ValueError(f"features[{i}] is on {level.device}, features[0] on {first.device}.")
-    min_level, max_level = _pyramid_levels(scales, len(features))
+    _pyramid_levels(scales, len(features))  # checks the scales
     if isinstance(boxes, Tensor) or len(boxes) != first.shape[0]:
         raise ValueError(
             f"boxes must be a list with one Tensor[R_i, 4] per image ({first.shape[0]} images)."
@@ -397,34 +665,16 @@ def multilevel_roi_align(
         ]
     )
     _check_rois(rois, first)
-    if rois.shape[0] == 0:
-        return _empty_output(first, size)
-    level_scales = tuple(_check_scale(s, "scales") for s in scales)
-
-    fusable = len(features) <= MAX_FUSED_LEVELS and first.dtype in _TRITON_DTYPES
-    if fusable and use_triton(*features, rois):
-        from lazydet.kernels.roi_align import FpnLevelMapping
-
-        mapping = FpnLevelMapping(
-            min_level=min_level,
-            num_levels=len(features),
-            canonical_box_size=float(canonical_box_size),
-            canonical_level=int(canonical_level),
-            eps=LEVEL_EPS,
-        )
-        spec = _PoolSpec(size, level_scales, sampling_ratio, aligned, deterministic, mapping)
-        return _TritonRoIAlign.apply(
-            _kernel_rois(rois), spec, *(level.contiguous() for level in features)
-        )
-
-    _check_torchvision_determinism(deterministic, first)
-    levels = assign_boxes_to_levels(
-        box_tensors, min_level, max_level, canonical_box_size, canonical_level
+    level_scales = [_check_scale(s, "scales") for s in scales]
+    _check_forced_torchvision_determinism(deterministic, first)
+    return _multilevel_roi_align_op(
+        list(features),
+        rois,
+        list(size),
+        level_scales,
+        int(sampling_ratio),
+        bool(aligned),
+        float(canonical_box_size),
+        int(canonical_level),
+        deterministic,
     )
-    pooled = first.new_zeros((rois.shape[0], first.shape[1], *size))
-    for index, (level_features, scale) in enumerate(zip(features, level_scales)):
-        in_level = torch.nonzero(levels == index).squeeze(1)
-        pooled[in_level] = _torchvision_roi_align(
-            level_features, rois[in_level], size, scale, sampling_ratio, aligned
-        )
-    return pooled

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from lazydet.structures._common import IndexLike, image_size_pair, scalar_index
+from lazydet.utils.compile import check_all_true
 
 __all__ = ["Boxes", "pairwise_ioa", "pairwise_iou"]
 
@@ -35,7 +36,9 @@ def _as_box_tensor(tensor: Any) -> Tensor:
     if not tensor.is_floating_point():
         # Integer coordinates are common in annotations; box math (scaling, IoU) needs floats.
         tensor = tensor.to(torch.float32)
-    if tensor.numel() == 0 and tensor.shape != (0, 4):
+    # The shape test first: for an [N, 4] tensor it settles the question without asking
+    # whether N is 0 (under torch.compile N may be data-dependent, and asking breaks the graph).
+    if not (tensor.dim() == 2 and tensor.shape[-1] == 4) and tensor.numel() == 0:
         # An empty tensor of any shape (e.g. torch.zeros(0)) means "no boxes".
         tensor = tensor.reshape(0, 4)
     if tensor.dim() != 2 or tensor.shape[-1] != 4:
@@ -124,11 +127,12 @@ class Boxes:
         infinity would hide a diverged regression behind a plausible-looking box.
         """
         height, width = image_size_pair(image_size, what="Boxes.clip image_size")
-        if not torch.isfinite(self.tensor).all():
-            raise ValueError(
-                "Boxes.clip: box coordinates contain NaN or infinity; check the box regression "
-                "(e.g. clamp the predicted log-scale deltas) before clipping."
-            )
+        check_all_true(
+            torch.isfinite(self.tensor),
+            "Boxes.clip: box coordinates contain NaN or infinity; check the box regression "
+            "(e.g. clamp the predicted log-scale deltas) before clipping.",
+            ValueError,
+        )
         x1 = self.tensor[:, 0].clamp(min=0, max=width)
         y1 = self.tensor[:, 1].clamp(min=0, max=height)
         x2 = self.tensor[:, 2].clamp(min=0, max=width)

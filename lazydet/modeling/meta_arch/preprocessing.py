@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from lazydet.structures import Boxes, ImageList, Instances
+from lazydet.utils.compile import check_all_true
 
 # ImageNet statistics in 0-255 RGB, the convention of torchvision's pretrained backbones.
 IMAGENET_RGB_MEAN = (123.675, 116.28, 103.53)
@@ -83,7 +84,10 @@ def normalize_and_batch(
     batch = ImageList.from_tensors(images, size_divisibility)
     # One check (one host sync) for the whole batch; NaN pixels would otherwise give NaN
     # features, no detections and no word of why.
-    if not torch.isfinite(batch.tensor).all():
+    finite = torch.isfinite(batch.tensor)
+    if torch.compiler.is_compiling():  # no data-dependent branch (graph break) when compiled
+        check_all_true(finite, f"{owner}: an input has NaN or infinite pixel values.", ValueError)
+    elif not finite.all():
         bad = [i for i, image in enumerate(images) if not torch.isfinite(image).all()]
         raise ValueError(
             f"{owner} input(s) {bad} have NaN or infinite pixel values; fix or skip those images "

@@ -398,7 +398,9 @@ def find_top_proposals(
     for image_boxes, image_logits, image_size in zip(boxes, logits, image_sizes):
         finite = torch.isfinite(image_boxes).all(dim=1) & torch.isfinite(image_logits)
         image_levels = levels
-        if not finite.all():
+        # Compiled inference filters always (the same result) rather than branch on the data.
+        compiled_inference = not training and torch.compiler.is_compiling()
+        if compiled_inference or not finite.all():
             if training:
                 raise FloatingPointError(
                     "RPN predicted non-finite proposal boxes or logits during training; the "

@@ -257,7 +257,8 @@ def _fast_rcnn_inference_single_image(
     min_box_size: float,
 ) -> Instances:
     finite = torch.isfinite(boxes).all(dim=1) & torch.isfinite(scores).all(dim=1)
-    if not finite.all():
+    # Compiled: filter always (the same result) rather than branch on the data (a graph break).
+    if torch.compiler.is_compiling() or not finite.all():
         boxes, scores = boxes[finite], scores[finite]
     scores = scores[:, :-1]  # drop the background column
     num_rois = scores.shape[0]
