@@ -24,13 +24,11 @@ import torch
 from PIL import Image, ImageOps
 from torch import Tensor, nn
 
+from lazydet.utils.comm import select_device
+
 __all__ = ["Predictor"]
 
 ImageLike = str | os.PathLike | Image.Image | np.ndarray | Tensor
-
-
-def _default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def to_image_tensor(image: ImageLike, *, what: str = "image") -> Tensor:
@@ -116,7 +114,7 @@ class Predictor:
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"Predictor: batch_size={batch_size}; it must be at least 1.")
-        self.device = torch.device(device) if device is not None else _default_device()
+        self.device = select_device(device, key="device")
         self.model = model.to(self.device).eval()
         self.class_names = list(class_names) if class_names is not None else None
         self.augmentations = augmentations
@@ -137,18 +135,13 @@ class Predictor:
     ) -> Predictor:
         """Build ``cfg.model``, load ``weights`` (any checkpoint ``load_weights`` reads; default
         ``cfg.train.init_checkpoint``), and take names from the test dataset's metadata."""
-        from lazydet.checkpoint import load_weights
+        from lazydet.checkpoint.build import build_model
         from lazydet.config import instantiate, select
         from lazydet.utils.visualizer import skeleton_from_metadata
 
-        if select(cfg, "model") is None:
-            raise ValueError("Predictor.from_config: the config has no 'model' to build.")
-        model = instantiate(cfg.model)
-        weights = weights if weights is not None else select(cfg, "train.init_checkpoint")
-        if weights:
-            # Raises when no tensor fits (another architecture's weights); partial loads are
-            # reported by load_weights' log and its LoadReport.
-            load_weights(model, weights)
+        # Raises when no tensor fits (another architecture's weights); partial loads are
+        # reported by load_weights' log and its LoadReport.
+        model, _ = build_model(cfg, weights=weights)
         augmentation_node = select(cfg, "dataloader.test.mapper.augmentations")
         augmentations = instantiate(augmentation_node) if augmentation_node is not None else None
         class_names = keypoint_names = skeleton = None
