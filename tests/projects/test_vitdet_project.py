@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from lazydet.config import compose, instantiate, validate
-from lazydet.engine.optim import vit_lr_decay_rate
 from lazydet.engine.run import build, seed_everything, train_built
+from lazydet.modeling.backbone.vit_layer_decay import vit_lr_decay_rate
 
 
 def test_experiments_are_found_on_the_search_path(project):
