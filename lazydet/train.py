@@ -21,15 +21,16 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lazydet.config import ConfigError, InstantiationError, compose
 from lazydet.config.command_line import fail, vet_train_command_line
 from lazydet.config.hydra_bridge import PRIMARY_CONFIG, register_with_hydra, set_launch_options
 from lazydet.config.tree import EXPERIMENT_GROUP
 from lazydet.engine import sweep
-from lazydet.engine.run import TrainResult
-from lazydet.engine.run import run as run_training
+
+if TYPE_CHECKING:
+    from lazydet.engine.run import TrainResult
 
 __all__ = ["main", "run", "train_job"]
 
@@ -46,6 +47,9 @@ def run(cfg: Any, output_dir: Path) -> dict[str, str]:
     submitit SLURM job the job is requeued first, ``lazydet.engine.slurm``). Returns the report
     (``{key: text}``) that Hydra keeps as the job's return value.
     """
+    # Imported here: a bad command line is reported before torch is imported (a second).
+    from lazydet.engine.run import TrainResult
+    from lazydet.engine.run import run as run_training
     from lazydet.engine.trainer import NonFiniteLossError
 
     try:

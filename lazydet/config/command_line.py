@@ -332,11 +332,11 @@ def vet_train_command_line(argv: list[str]) -> TrainCommand | None:
             fail(prog, e, 2)
         return None
     args = args_parser().parse_args(argv)  # a bad flag: argparse's message, exit 2
-    if args.hydra_help or args.info or args.shell_completion:
-        return TrainCommand(argv=argv, multirun=args.multirun, experiment=None)
     try:
-        given = file_experiments(list(args.overrides))
+        given = file_experiments(list(args.overrides))  # conf=file.py: on the config path
         tree = register_with_hydra()
+        if args.hydra_help or args.info or args.shell_completion:
+            return TrainCommand(argv=argv, multirun=args.multirun, experiment=None)
         for text in given:
             check_output_dir(text)
         overrides = vet_command_line(given, multirun=args.multirun)
