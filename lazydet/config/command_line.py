@@ -42,7 +42,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from .errors import ConfigError, InstantiationError
 from .hydra_bridge import compose, group_overrides_for, register_with_hydra
@@ -296,7 +296,7 @@ def command_main(
     raise SystemExit(code if isinstance(code, int) else 0)
 
 
-def fail(prog: str, error: BaseException, code: int) -> None:
+def fail(prog: str, error: BaseException, code: int) -> NoReturn:
     """End the command with ``prog: message`` on stderr and exit status ``code``."""
     print(f"{prog}: {error}", file=sys.stderr)
     raise SystemExit(code) from None
