@@ -3,7 +3,7 @@
 ``lazydet.train -m ...`` runs each job through Hydra's task function; a job that fails does not
 stop the sweep. Jobs may run in other processes (submitit), so each writes ``lazydet_job.json``
 (``write_job_status``) into its output directory, and :class:`SweepSummary`, a Hydra callback on
-the launcher's side, reads them back at the end of the sweep (``read_sweep``); the command prints
+the launcher's side, reads them back at the end of the sweep (``finished_statuses``); the command prints
 ``sweep_summary`` and exits 1 when a job failed. A random sweep id (``start_sweep``) tells this
 sweep's files from an earlier sweep's in the same directory.
 """
@@ -26,6 +26,7 @@ __all__ = [
     "SweepSummary",
     "failure_text",
     "finished_statuses",
+    "job_log",
     "start_sweep",
     "sweep_summary",
     "write_job_status",
