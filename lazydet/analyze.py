@@ -23,7 +23,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lazydet.utils.cli import UsageError, command_main
+from lazydet.config.command_line import UsageError, command_main
 
 __all__ = ["main", "run"]
 
@@ -136,7 +136,7 @@ def run_cost(own: dict[str, str], overrides: list[str]) -> None:
 
     from lazydet.analysis.cost import format_cost_table, measure_cost
     from lazydet.config import instantiate
-    from lazydet.predict import compose_from_command_line
+    from lazydet.config.command_line import compose_from_command_line
 
     height, width = _number(own, "height", int, 800), _number(own, "width", int, 1333)
     cfg = compose_from_command_line(overrides)
@@ -155,7 +155,7 @@ def run_cost(own: dict[str, str], overrides: list[str]) -> None:
 
 def run_speed(own: dict[str, str], overrides: list[str]) -> None:
     from lazydet.analysis.speed import benchmark_config
-    from lazydet.predict import compose_from_command_line
+    from lazydet.config.command_line import compose_from_command_line
 
     cfg = compose_from_command_line(overrides)
     result = benchmark_config(

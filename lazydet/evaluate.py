@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from lazydet.utils.cli import command_main
+from lazydet.config.command_line import UsageError, command_main, compose_from_command_line
 
 __all__ = ["evaluate_checkpoint", "main"]
 
@@ -30,10 +30,10 @@ logger = logging.getLogger("lazydet.evaluate")
 def evaluate_checkpoint(cfg: Any, *, output_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     """Build ``cfg.model``, load ``cfg.train.init_checkpoint``, run ``dataloader.test`` through
     ``inference_on_dataset`` with the config's evaluator (default: ``COCOEvaluator``)."""
-    from lazydet.checkpoint.load import WeightsMisfitError
-    from lazydet.checkpoint.start import load_start_weights
+    from lazydet.checkpoint.build import build_model
     from lazydet.config import ConfigError, instantiate, select
     from lazydet.evaluation import COCOEvaluator, inference_on_dataset
+    from lazydet.utils.comm import select_device
 
     for key in ("model", "dataloader.test"):
         if select(cfg, key) is None:
@@ -41,18 +41,8 @@ def evaluate_checkpoint(cfg: Any, *, output_dir: str | os.PathLike | None = None
     checkpoint = select(cfg, "train.init_checkpoint")
     if not checkpoint:
         raise ConfigError("Set train.init_checkpoint=PATH (the weights to evaluate).")
-    model = instantiate(cfg.model)
-    try:
-        report = load_start_weights(model, cfg, training=False)
-    except WeightsMisfitError:
-        raise  # an input error (exit 1), not a config one
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"train.init_checkpoint: {e}") from e
-    logger.info("%s", str(report).splitlines()[0] if str(report) else report)
-    import torch
-
-    if torch.cuda.is_available():
-        model = model.cuda()
+    model, _ = build_model(cfg)
+    model = model.to(select_device(None))
     loader = instantiate(cfg.dataloader.test)
     evaluator_node = select(cfg, "evaluator") or select(cfg, "dataloader.evaluator")
     if evaluator_node is not None:
@@ -98,14 +88,11 @@ def _evaluate_and_report(cfg: Any, output_dir: str | None) -> dict[str, Any]:
 
 def run(argv: list[str]) -> dict[str, Any]:
     from lazydet.engine.launch import launch
-    from lazydet.predict import compose_from_command_line
 
     output = [a.split("=", 1)[1] for a in argv if a.startswith("output=")]
     overrides = [a for a in argv if not a.startswith("output=")]
     if len(output) > 1:
-        from lazydet.config import ConfigError
-
-        raise ConfigError("output= is given twice.")
+        raise UsageError("output= is given twice.")
     cfg = compose_from_command_line(overrides)
     # One process here; under torchrun or in a SLURM job step, launch joins that process group
     # (the one place that reads ranks from the environment) and each rank evaluates its shard.

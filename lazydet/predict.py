@@ -21,9 +21,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lazydet.utils.cli import UsageError, command_main
+from lazydet.config.command_line import UsageError, command_main, compose_from_command_line
 
-__all__ = ["main", "predict_images", "show_ground_truth"]
+__all__ = ["main", "predict_images"]
 
 logger = logging.getLogger("lazydet.predict")
 
@@ -64,16 +64,6 @@ def parse_arguments(argv: list[str]) -> tuple[dict[str, str], list[str], bool]:
     return own, overrides, show_gt
 
 
-def compose_from_command_line(overrides: list[str]) -> Any:
-    """Compose the experiment the way ``lazydet.train`` does (same vetting, same errors)."""
-    from lazydet.config.hydra_bridge import compose
-    from lazydet.train import vet_command_line
-
-    vetted = vet_command_line(overrides, multirun=False)
-    name = next(o.split("=", 1)[1] for o in vetted if o.split("=", 1)[0] == "conf")
-    return compose(name, [o for o in vetted if o.split("=", 1)[0] != "conf"])
-
-
 def list_images(input_path: str) -> list[Path]:
     path = Path(input_path)
     if not path.exists():
@@ -94,20 +84,6 @@ def _output_names(paths: list[Path]) -> list[str]:
     return [f"{p.stem if stems.count(p.stem) == 1 else p.name}.png" for p in paths]
 
 
-def draw_predictions(predictor: Any, image: Any, instances: Any, score_threshold: float) -> Any:
-    """``draw_instances`` with the class names and keypoint skeleton the predictor carries."""
-    from lazydet.utils.visualizer import draw_instances
-
-    return draw_instances(
-        image,
-        instances,
-        class_names=predictor.class_names,
-        keypoint_names=predictor.keypoint_names,
-        skeleton=predictor.keypoint_skeleton,
-        score_threshold=score_threshold,
-    )
-
-
 def predict_images(
     predictor: Any,
     images: list[Path],
@@ -123,6 +99,7 @@ def predict_images(
     """
     from lazydet.evaluation.coco_eval import write_results_json
     from lazydet.evaluation.coco_evaluator import instances_to_coco_json
+    from lazydet.evaluation.pictures import draw_predictions
     from lazydet.evaluation.predictor import to_image_tensor
 
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -157,75 +134,6 @@ def predict_images(
     return failed
 
 
-def save_prediction_grid(
-    predictor: Any,
-    images: list[Path],
-    output_path: Path,
-    *,
-    score_threshold: float = 0.5,
-    columns: int = 4,
-) -> Path:
-    """Draw the predictions of ``images`` and tile them into one PNG at ``output_path``.
-
-    Each tile is drawn by :func:`lazydet.utils.visualizer.draw_instances` and scaled to the size
-    of the first; the grid has ``columns`` tiles a row. Written atomically (temp file, rename).
-    """
-    from PIL import Image
-
-    from lazydet.evaluation.predictor import to_image_tensor
-
-    if not images:
-        raise ValueError("save_prediction_grid: no images to draw.")
-    tensors = [to_image_tensor(p, what=f"image {str(p)!r}") for p in images]
-    tiles = [
-        draw_predictions(predictor, image, instances, score_threshold)
-        for image, instances in zip(tensors, predictor.predict(tensors))
-    ]
-    tile_w, tile_h = tiles[0].size
-    columns = max(1, min(columns, len(tiles)))
-    rows = -(-len(tiles) // columns)
-    grid = Image.new("RGB", (columns * tile_w, rows * tile_h), "white")
-    for i, tile in enumerate(tiles):
-        grid.paste(tile.resize((tile_w, tile_h)), ((i % columns) * tile_w, (i // columns) * tile_h))
-    output_path = Path(output_path)
-    partial = output_path.with_name(f".{output_path.name}.partial")
-    grid.save(partial, format="PNG")
-    partial.replace(output_path)
-    return output_path
-
-
-def show_ground_truth(dataset_name: str, output_dir: Path, *, max_images: int = 20) -> int:
-    """Draw the first ``max_images`` images of a registered dataset with their annotations."""
-    from lazydet.data import DatasetCatalog, MetadataCatalog, read_image
-    from lazydet.utils.visualizer import (
-        draw_instances,
-        instances_from_record,
-        skeleton_from_metadata,
-    )
-
-    records = DatasetCatalog.get(dataset_name)
-    metadata = MetadataCatalog.get(dataset_name)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    for record in records[:max_images]:
-        image = read_image(record["file_name"], image_id=record.get("image_id"))
-        instances = instances_from_record(record, tuple(image.shape[1:]))
-        picture = draw_instances(
-            image,
-            instances,
-            class_names=metadata.get("thing_classes"),
-            keypoint_names=metadata.get("keypoint_names"),
-            skeleton=skeleton_from_metadata(metadata),
-        )
-        picture.save(output_dir / f"{Path(record['file_name']).stem}_gt.png")
-    logger.info(
-        "%d ground-truth pictures of %s in %s",
-        min(max_images, len(records)),
-        dataset_name,
-        output_dir,
-    )
-    return min(max_images, len(records))
-
-
 def _number(own: dict[str, str], key: str, kind: type, default: Any) -> Any:
     if key not in own:
         return default
@@ -247,6 +155,8 @@ def run(argv: list[str]) -> int:
         name = own.get("show_gt") or (cfg is not None and cfg.get("dataset", {}).get("test"))
         if not name:
             raise UsageError("--show-gt needs conf=EXPERIMENT (its dataset.test) or show_gt=NAME.")
+        from lazydet.evaluation.pictures import show_ground_truth
+
         show_ground_truth(str(name), output_dir, max_images=_number(own, "max_images", int, 20))
         return 0
     if "input" not in own:

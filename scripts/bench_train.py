@@ -10,7 +10,7 @@ Three measurements on the quick-start Mask R-CNN (``conf=quickstart``), all in o
      (references/detection/engine.py): the same step plus, per iteration, the loss dict reduced
      over ranks, ``.item()`` of the total, a finiteness check and smoothed-value meters, as that
      loop does (written out here: the references are not part of the torchvision package);
-   * ``lazydet``: :func:`lazydet.engine.defaults.train_built`, i.e. the Trainer with the hooks
+   * ``lazydet``: :func:`lazydet.engine.run.train_built`, i.e. the Trainer with the hooks
      and writers ``python -m lazydet.train`` installs (checkpoint hook, metrics every
      ``--log-period`` iterations to the console, metrics.jsonl and TensorBoard, the final
      ``model_final.pth``).
@@ -45,7 +45,7 @@ from pathlib import Path
 import torch
 
 from lazydet.config import compose, instantiate
-from lazydet.engine.defaults import seed_everything, train_built
+from lazydet.engine.run import seed_everything, train_built
 from lazydet.engine.train_config import TrainConfig
 from lazydet.utils import comm
 
@@ -142,12 +142,12 @@ def lazydet_loop(cfg, model, optimizer, scheduler, batches, log_period: int) -> 
         "optimizer": optimizer,
         "schedule": {"max_iter": len(batches), "lr_scheduler": scheduler},
         "dataloader": {"train": batches},
+        "train": TrainConfig(
+            log_period=log_period, checkpoint_period=10**9, resume=False, device="cpu"
+        ),
     }
-    train_cfg = TrainConfig(
-        log_period=log_period, checkpoint_period=10**9, resume=False, device="cpu"
-    )
     with tempfile.TemporaryDirectory() as run_dir:
-        train_built(cfg, built, run_dir, train_cfg)
+        train_built(cfg, built, run_dir)
 
 
 def overhead(cfg, iters: int, repeats: int, log_period: int) -> dict[str, float]:

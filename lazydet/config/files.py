@@ -26,6 +26,8 @@ from .safe_targets import allowed_names, check_targets
 __all__ = ["load", "load_file_namespace"]
 
 _CONF_PACKAGE = "lazydet.conf"
+# The user's config directories, before lazydet.conf (read by tree.ConfigTree too).
+CONFIG_PATH_ENV = "LAZYDET_CONFIG_PATH"
 
 
 def _conf_root() -> Path:
@@ -60,8 +62,6 @@ def _user_config_module(name: str) -> Path | None:
     experiment makes to ``model`` would leak into every later load in the process.
     """
     import importlib.util
-
-    from .tree import CONFIG_PATH_ENV
 
     roots = []
     for entry in os.environ.get(CONFIG_PATH_ENV, "").split(os.pathsep):

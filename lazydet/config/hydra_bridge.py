@@ -187,12 +187,13 @@ def register_with_hydra(tree: ConfigTree | None = None) -> ConfigTree:
     Safe to call repeatedly; the primary config is re-stored so that a change of
     ``LAZYDET_CONFIG_PATH`` takes effect.
     """
-    from hydra._internal.sources_registry import SourcesRegistry
     from hydra.core.config_store import ConfigStore
     from omegaconf import OmegaConf
 
+    from .hydra_private import register_config_source
+
     tree = tree or ConfigTree.from_environment()
-    SourcesRegistry.instance().register(LazydetConfigSource)
+    register_config_source(LazydetConfigSource)
     if not OmegaConf.has_resolver("lazydet_launch_id"):
         OmegaConf.register_new_resolver("lazydet_launch_id", _launch_id, use_cache=True)
     ConfigStore.instance().store(
@@ -259,10 +260,10 @@ def compose(
         The composed :class:`Config` (and Hydra's DictConfig if asked). Interpolations in it are
         live: ``instantiate`` resolves them, ``resolve(cfg)`` gives a resolved copy.
     """
-    from hydra._internal.config_loader_impl import ConfigLoaderImpl
-    from hydra._internal.utils import create_config_search_path
     from hydra.types import RunMode
     from omegaconf import OmegaConf
+
+    from .hydra_private import config_loader
 
     overrides = list(overrides or [])
     tree = register_with_hydra()
@@ -278,11 +279,11 @@ def compose(
             f"'{sweeps[0]}' is a sweep (several values); run it with -m (multirun) to launch one "
             "job per value."
         )
-    groups = _group_overrides_for(tree, name, split.groups)
+    groups = group_overrides_for(tree, name, split.groups)
     hydra_overrides = [f"{EXPERIMENT_GROUP}={name}", *groups, *split.hydra]
     if allow_sweeps:
         hydra_overrides = [_first_choice(o, tree) for o in hydra_overrides]
-    loader = ConfigLoaderImpl(config_search_path=create_config_search_path(None))
+    loader = config_loader()
     try:
         composed = loader.load_configuration(
             config_name=PRIMARY_CONFIG,
@@ -323,7 +324,7 @@ def _first_choice(text: str, tree: ConfigTree) -> str:
     return f"{key}={override_choices(override, options)[0]}"
 
 
-def _group_overrides_for(tree: ConfigTree, name: str, groups: list[str]) -> list[str]:
+def group_overrides_for(tree: ConfigTree, name: str, groups: list[str]) -> list[str]:
     """``++group=option`` means add-or-choose: Hydra has no ``++`` for groups, so pick ``+`` or
     the plain form by whether the experiment's defaults already select the group."""
     if not any(g.startswith("++") for g in groups):

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, did_you_mean
-from .files import load
+from .files import CONFIG_PATH_ENV, load
 from .lazy import Config
 from .signature import MISSING_VALUE
 
@@ -31,7 +31,6 @@ __all__ = [
     "option_names",
 ]
 
-CONFIG_PATH_ENV = "LAZYDET_CONFIG_PATH"
 EXPERIMENT_GROUP = "conf"
 
 

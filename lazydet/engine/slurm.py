@@ -39,7 +39,9 @@ __all__ = [
     "JobCancelled",
     "JobRequeued",
     "JobTimedOut",
+    "UnsupportedSubmitit",
     "after_stop_signal",
+    "submitit_private",
     "submitit_slurm_handler",
 ]
 
@@ -64,11 +66,42 @@ class JobTimedOut(RuntimeError):
     checkpoint was saved and the job is not requeued."""
 
 
-def _preempt_signal() -> int:
-    # USR2, or what SUBMITIT_PREEMPT_SIGNAL names: the signal submitit's handler listens to.
+# submitit releases whose private names used by ``submitit_private`` were checked.
+SUBMITIT_TESTED_VERSIONS = ("1.5",)
+
+
+class UnsupportedSubmitit(RuntimeError):
+    """The installed submitit is not a release whose internals lazydet was checked against."""
+
+
+def submitit_private(handler: Any = None) -> tuple[int, int | None]:
+    """The two things lazydet needs from submitit's private API, and nothing else reaches it:
+    ``(preemption signal, time-outs left)``.
+
+    - the signal submitit's handler listens to: USR2, or what ``SUBMITIT_PREEMPT_SIGNAL`` names
+      (``JobEnvironment._usr_sig()``);
+    - for ``handler`` (a ``SignalHandler.checkpoint_and_try_requeue``), how many more time-outs
+      the job may requeue after (``SignalHandler._delayed._timeout_countdown``); None without one.
+
+    Raises UnsupportedSubmitit on a submitit release not in ``SUBMITIT_TESTED_VERSIONS``.
+    """
+    import submitit
     from submitit.core.job_environment import JobEnvironment
 
-    return int(JobEnvironment._usr_sig())
+    if not any(submitit.__version__.startswith(v + ".") for v in SUBMITIT_TESTED_VERSIONS):
+        raise UnsupportedSubmitit(
+            f"submitit {submitit.__version__} is installed; lazydet's requeue on preemption was "
+            f"checked with submitit {', '.join(SUBMITIT_TESTED_VERSIONS)}.x only. Install "
+            "submitit~=1.5."
+        )
+    signal_number = int(JobEnvironment._usr_sig())
+    if handler is None:
+        return signal_number, None
+    return signal_number, int(handler.__self__._delayed._timeout_countdown)
+
+
+def _preempt_signal() -> int:
+    return submitit_private()[0]
 
 
 def submitit_slurm_handler() -> Any:
@@ -83,6 +116,8 @@ def submitit_slurm_handler() -> Any:
         return None
     try:
         handler = signal.getsignal(_preempt_signal())
+    except UnsupportedSubmitit:
+        raise
     except (ImportError, RuntimeError):  # no submitit, or a bad SUBMITIT_PREEMPT_SIGNAL
         return None
     owner = getattr(handler, "__self__", None)
@@ -129,8 +164,17 @@ def _quiet_excepthook(previous: Any) -> Any:
     return hook
 
 
-def after_stop_signal(*, stop_signal: str, iteration: int, max_iter: int, checkpoint: Any) -> None:
+def after_stop_signal(
+    *,
+    stop_signal: str,
+    preempted_elsewhere: bool = False,
+    iteration: int,
+    max_iter: int,
+    checkpoint: Any,
+) -> None:
     """Called by ``lazydet.train.run`` when the trainer stopped early on a signal (after saving).
+    ``preempted_elsewhere``: this rank saw no signal, another did (``Trainer.stopped_by_other_rank``);
+    in a SLURM job that is the preemption reaching another task first.
 
     In a submitit SLURM job: requeue on the preemption signal (raises :class:`JobRequeued` on
     every rank), or raise :class:`JobCancelled` on SIGTERM. Elsewhere: returns and the caller
@@ -144,7 +188,7 @@ def after_stop_signal(*, stop_signal: str, iteration: int, max_iter: int, checkp
     # Rank 0 writes the checkpoint; the other ranks only know that it was written.
     saved = checkpoint or "written by rank 0"
     where = f"iteration {iteration} of {max_iter}; checkpoint {saved}"
-    preempted = stop_signal in (signal.Signals(preempt).name, "a signal on another rank")
+    preempted = preempted_elsewhere or stop_signal == signal.Signals(preempt).name
     if (preempted or stop_signal == "SIGTERM") and _requeued_by_slurm():
         # A partition that preempts without a grace time sends the user signal and SIGTERM at
         # once, and SLURM requeues the job itself: nothing to ask, but no result either.
@@ -160,7 +204,7 @@ def after_stop_signal(*, stop_signal: str, iteration: int, max_iter: int, checkp
         # rank so that all of them end the same way: a time-out beyond max_num_timeout is the
         # job's end, a preemption always requeues.
         timed_out = bool(owner.has_timed_out())
-        if owner._delayed._timeout_countdown - timed_out < 0:
+        if submitit_private(handler)[1] - timed_out < 0:
             raise JobTimedOut(
                 f"SLURM job {job.job_id} reached its time limit more times than "
                 f"hydra.launcher.max_num_timeout allows; stopped at {where}. Raise "

@@ -122,6 +122,9 @@ class Trainer:
         self.finished = False  # True once max_iter steps are done (not after an error or a stop)
         self.stop_signal: str | None = None  # the signal name that ended the run early
         self._pending_signal: str | None = None  # set by the handler, agreed on between steps
+        # True when the run stopped because another rank saw a signal (this one saw none): a
+        # SLURM preemption reaches one task first, and every rank must end the same way.
+        self.stopped_by_other_rank = False
         self._data_iter: Iterator[Any] | None = None
         # What the last step produced, for hooks: loss terms (floats), total, data time, lr.
         self.step_outputs: dict[str, Any] = {}
@@ -291,6 +294,7 @@ class Trainer:
             device=self.device if self.device.type == "cuda" else "cpu",
         )
         if comm.all_reduce_mean(flag).item() > 0:
+            self.stopped_by_other_rank = self._pending_signal is None
             return self._pending_signal or "a signal on another rank"
         return None
 

@@ -25,15 +25,13 @@ import torch
 from PIL import Image, ImageOps
 from torch import Tensor, nn
 
+from lazydet.utils.comm import select_device
+
 __all__ = ["Predictor"]
 
 logger = logging.getLogger("lazydet.predictor")
 
 ImageLike = str | os.PathLike | Image.Image | np.ndarray | Tensor
-
-
-def _default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def to_image_tensor(image: ImageLike, *, what: str = "image") -> Tensor:
@@ -119,7 +117,7 @@ class Predictor:
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"Predictor: batch_size={batch_size}; it must be at least 1.")
-        self.device = torch.device(device) if device is not None else _default_device()
+        self.device = select_device(device, key="device")
         self.model = model.to(self.device).eval()
         self.class_names = list(class_names) if class_names is not None else None
         self.augmentations = augmentations
@@ -145,27 +143,22 @@ class Predictor:
         The weights must fit the whole model (``WeightsMisfitError`` otherwise). No weights at
         all is refused (``ValueError``) unless ``weights="random"`` (or
         ``train.init_checkpoint=random``) asks for the initial values on purpose."""
-        from lazydet.checkpoint.start import RANDOM_WEIGHTS, load_start_weights
+        from lazydet.checkpoint.build import RANDOM_WEIGHTS, build_model
         from lazydet.config import instantiate, resolve, select
         from lazydet.config.interpolation import is_interpolation
         from lazydet.utils.visualizer import skeleton_from_metadata
 
-        if select(cfg, "model") is None:
-            raise ValueError("Predictor.from_config: the config has no 'model' to build.")
-        model = instantiate(cfg.model)
-        weights = weights if weights is not None else select(cfg, "train.init_checkpoint")
-        if weights == RANDOM_WEIGHTS:
-            logger.warning("train.init_checkpoint=%s: predicting with random weights.", weights)
-        elif weights:
-            # Raises WeightsMisfitError when tensors are missing or mismatched (unless
-            # train.init_checkpoint_skip / init_checkpoint_strict=false say otherwise).
-            load_start_weights(model, cfg, checkpoint=weights, training=False)
-        else:
+        chosen = weights if weights is not None else select(cfg, "train.init_checkpoint")
+        if chosen is None or (isinstance(chosen, str) and not chosen):
             raise ValueError(
                 "No weights to predict with: set train.init_checkpoint=FILE_OR_NAME (e.g. "
                 "torchvision:maskrcnn_resnet50_fpn, docs/weights.md), or "
                 f"train.init_checkpoint={RANDOM_WEIGHTS} to predict with random weights on purpose."
             )
+        if isinstance(chosen, str) and chosen == RANDOM_WEIGHTS:
+            logger.warning("train.init_checkpoint=%s: predicting with random weights.", chosen)
+        # Raises WeightsMisfitError when tensors are missing or mismatched.
+        model, _ = build_model(cfg, weights=weights)
         augmentation_node = select(cfg, "dataloader.test.mapper.augmentations")
         augmentations = instantiate(augmentation_node) if augmentation_node is not None else None
         class_names = keypoint_names = skeleton = None

@@ -13,6 +13,27 @@ import torch
 import torch.distributed as dist
 
 
+def select_device(spec: str | torch.device | None, *, key: str = "train.device") -> torch.device:
+    """``spec`` as a device; ``None``: this process's GPU if any, else the CPU. The one device
+    choice of training, evaluation and prediction.
+
+    "This process's GPU" is the current CUDA device, which ``lazydet.engine.launch`` sets per
+    rank (``LOCAL_RANK``, or the only visible GPU of a SLURM task with ``--gpus-per-task=1``).
+    ``key`` names the setting in the error for a CUDA device on a machine without one.
+    """
+    if spec is not None:
+        device = torch.device(spec)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(
+                f"{key}={str(spec)!r} but no CUDA device is visible; use {key}=cpu or leave it "
+                "unset (pick automatically)."
+            )
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def is_distributed() -> bool:
     """True when a process group is initialised and has more than one process."""
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1

@@ -142,8 +142,8 @@ def test_from_scratch_trains_every_backbone_layer():
 
 
 def test_from_scratch_through_train_build():
-    """The call site: lazydet.train.build applies the same rule (model-only config)."""
-    from lazydet.train import build
+    """The call site: the run path's build (lazydet.engine.run.build) applies the same rule."""
+    from lazydet.engine.run import build
 
     cfg = compose("mask_rcnn_fpn", ["dataset=shapes", "train.init_checkpoint=null"])
     for key in ("dataloader", "schedule", "optimizer", "evaluator"):

@@ -211,7 +211,7 @@ def test_missing_dataset_files_end_the_run_with_one_message(tmp_path, monkeypatc
 
 def test_init_checkpoint_loads_weights_into_the_model(fixture_conf, tmp_path):
     from lazydet.config import compose
-    from lazydet.train import build
+    from lazydet.engine.run import build
 
     torch.manual_seed(1)
     source = instantiate(compose("toy"))["model"]

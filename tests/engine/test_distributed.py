@@ -22,8 +22,8 @@ from torch import nn
 
 from lazydet.config import compose
 from lazydet.data import build_train_loader
-from lazydet.engine.defaults import apply_linear_scaling
 from lazydet.engine.launch import launch, linear_scaling, wrap_model
+from lazydet.engine.run import apply_linear_scaling
 from lazydet.engine.trainer import Trainer, unwrap_model
 from lazydet.utils import comm
 

@@ -9,8 +9,9 @@ import torch
 from torch import nn
 
 from lazydet.config import compose, instantiate
-from lazydet.engine.optim import param_groups, vit_lr_decay_rate, vit_num_layers
+from lazydet.engine.optim import param_groups
 from lazydet.modeling.backbone import ViT
+from lazydet.modeling.backbone.vit_layer_decay import vit_lr_decay_rate, vit_num_layers
 
 
 def _group_of(groups: list[dict], param: torch.Tensor) -> dict:

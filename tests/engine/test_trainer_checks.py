@@ -10,7 +10,7 @@ from tiny_train import CONF_DIR
 from lazydet.config import InstantiationError, compose
 from lazydet.data import DatasetCatalog, MetadataCatalog
 from lazydet.data.datasets import generate_shapes, load_coco_json
-from lazydet.engine.defaults import check_model_matches_dataset
+from lazydet.engine.run import check_model_matches_dataset
 
 # The tiny config reads a COCO json by path; these tests swap in a registered name instead.
 _DATA_PLACEHOLDERS = [

@@ -9,9 +9,8 @@ import pytest
 import torch
 
 from lazydet.config import compose, instantiate, validate
-from lazydet.engine.defaults import seed_everything, train_built
-from lazydet.engine.optim import vit_lr_decay_rate
-from lazydet.train import build
+from lazydet.engine.run import build, seed_everything, train_built
+from lazydet.modeling.backbone.vit_layer_decay import vit_lr_decay_rate
 
 
 def test_experiments_are_found_on_the_search_path(project):
@@ -67,7 +66,7 @@ def test_vitdet_trains_a_few_steps(project, tiny_overrides, tmp_path):
         assert vit_lr_decay_rate(name, lr_decay_rate=0.7, num_layers=2) == pytest.approx(lr / 1e-4)
 
     before = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    result = train_built(cfg, built, tmp_path / "run", built["train"])
+    result = train_built(cfg, built, tmp_path / "run")
     assert result.iteration == 2
     lines = [
         json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()

@@ -121,3 +121,34 @@ def test_a_job_that_slurm_requeues_itself_leaves_without_a_result(submitit_job, 
     with pytest.raises(JobRequeued, match="was preempted at iteration 7 of 20"):
         _stop(name)
     assert requeued == []
+
+
+def test_a_stop_seen_on_another_rank_requeues_by_the_flag(submitit_job):
+    # This rank saw no signal; the trainer says so with its flag, whatever text names the stop.
+    install, requeued, _scontrol = submitit_job
+    install(rank=0)
+    with pytest.raises(JobRequeued):
+        after_stop_signal(
+            stop_signal="a signal on another rank",
+            preempted_elsewhere=True,
+            iteration=7,
+            max_iter=20,
+            checkpoint="run/model_0000007.pth",
+        )
+    assert requeued == [0]
+
+
+def test_submitit_private_api_is_version_checked(submitit_job, monkeypatch):
+    import submitit
+    from submitit.core import job_environment as slurm_environment
+
+    install, _requeued, _scontrol = submitit_job
+    install(timeout_min=5, countdown=3)
+    handler = slurm.submitit_slurm_handler()
+    assert slurm.submitit_private(handler) == (int(signal.SIGUSR2), 3)
+    # submitit reads SUBMITIT_PREEMPT_SIGNAL once, into JobEnvironment.USR_SIG.
+    monkeypatch.setattr(slurm_environment.JobEnvironment, "USR_SIG", "USR1")
+    assert slurm.submitit_private()[0] == int(signal.SIGUSR1)
+    monkeypatch.setattr(submitit, "__version__", "2.0.0")
+    with pytest.raises(slurm.UnsupportedSubmitit, match=r"submitit 2\.0\.0 .*1\.5\.x"):
+        slurm.submitit_private()

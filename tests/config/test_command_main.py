@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from lazydet.config import ConfigError
-from lazydet.utils.cli import UsageError, command_main
+from lazydet.config.command_line import UsageError, command_main
 
 
 def _exit_code(run, capsys) -> tuple[int, str]:

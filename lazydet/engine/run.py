@@ -1,9 +1,16 @@
-"""Turning built config objects into a training run: seeding, device, checks, hooks, writers.
+"""One training run: ``run(cfg, output_dir)`` saves, builds and trains a composed config.
 
-``lazydet.train.run`` calls :func:`train_built` with the objects ``instantiate`` built from the
-experiment (``model``, ``optimizer``, ``dataloader.train``, ``schedule.lr_scheduler``, the
-``train`` node, an optional ``evaluator``). The pieces are functions here so that notebooks and
-``lazydet.engine.launch``'s worker processes use the same steps.
+The run path, from the command line to the trainer (docs/training.md):
+
+``lazydet.train.main`` (vet the command line, ``lazydet.config.command_line``) → Hydra →
+``lazydet.train.train_job`` (one job: compose, ``run``, report and exit status) →
+:func:`run` (save the config, pick the processes) → ``lazydet.engine.launch.launch`` (one process,
+or one per GPU / rank) → :func:`train_on_this_rank` (seed, linear scaling, build the config and
+load ``train.init_checkpoint``) → :func:`train_built` (device, DDP, checkpointer, hooks, writers)
+→ ``lazydet.engine.trainer.Trainer.train``.
+
+The config is read through ``lazydet.config.select`` on a resolved copy (``${...}`` replaced),
+never by walking it by hand.
 """
 
 from __future__ import annotations
@@ -20,24 +27,29 @@ import numpy as np
 import torch
 from torch import nn
 
+from lazydet.checkpoint.build import load_model_weights
+from lazydet.checkpoint.start import configure_start
+from lazydet.config import ConfigError, instantiate, locate, resolve, save, select
 from lazydet.utils import comm
+from lazydet.utils.comm import select_device
 from lazydet.utils.events import ConsoleWriter, JSONLinesWriter, TensorBoardWriter
 
 from .checkpointer import FINAL_CHECKPOINT, Checkpointer
 from .hooks import CheckpointHook, EvalHook, MetricsHook
+from .launch import launch, linear_scaling, wrap_model
 from .train_config import TrainConfig
 from .trainer import Trainer, unwrap_model
 
 __all__ = [
     "TrainResult",
     "apply_linear_scaling",
+    "build",
     "check_model_matches_dataset",
     "evaluation_function",
-    "resolved",
+    "run",
     "seed_everything",
-    "select_device",
     "train_built",
-    "train_worker",
+    "train_on_this_rank",
 ]
 
 logger = logging.getLogger("lazydet.train")
@@ -48,25 +60,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def select_device(spec: str | None) -> torch.device:
-    """``spec`` as a device; ``None``: this process's GPU if any, else the CPU.
-
-    "This process's GPU" is the current CUDA device, which ``lazydet.engine.launch`` sets per
-    rank (``LOCAL_RANK``, or the only visible GPU of a SLURM task with ``--gpus-per-task=1``).
-    """
-    if spec is not None:
-        device = torch.device(spec)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(
-                f"train.device={spec!r} but no CUDA device is visible; use train.device=cpu or "
-                "train.device=null (pick automatically)."
-            )
-        return device
-    if torch.cuda.is_available():
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
 
 
 def _count_keys(node: Any, key: str, path: str, out: list[tuple[str, Any]]) -> None:
@@ -82,23 +75,6 @@ def _count_keys(node: Any, key: str, path: str, out: list[tuple[str, Any]]) -> N
             _count_keys(v, key, f"{path}.{i}", out)
 
 
-def resolved(cfg: Mapping[str, Any], key: str) -> Any:
-    """The value at dotted ``key`` of a composed config, interpolations (``${dataset.train}``)
-    resolved, as plain containers; None when the key is absent."""
-    from omegaconf import OmegaConf
-
-    from lazydet.config import to_container
-
-    try:
-        node = OmegaConf.select(OmegaConf.create(to_container(dict(cfg))), key, default=None)
-        return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
-    except Exception:  # a value OmegaConf cannot hold: fall back to the unresolved one
-        node: Any = cfg
-        for part in key.split("."):
-            node = node.get(part) if isinstance(node, Mapping) else None
-        return node
-
-
 def check_model_matches_dataset(cfg: Mapping[str, Any]) -> None:
     """Raise ValueError when the model's ``num_classes`` / ``num_keypoints`` disagree with the
     training dataset's metadata (``thing_classes`` / ``keypoint_names``), naming both keys.
@@ -108,12 +84,13 @@ def check_model_matches_dataset(cfg: Mapping[str, Any]) -> None:
     """
     from lazydet.data.catalog import MetadataCatalog
 
-    names = resolved(cfg, "dataloader.train.dataset")
+    cfg = resolve(cfg)
+    names = select(cfg, "dataloader.train.dataset")
     if isinstance(names, str):
         names = [names]
     if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
         return
-    model = resolved(cfg, "model") or {}
+    model = select(cfg, "model") or {}
     problems = []
     for key, meta_key, what in (
         ("num_classes", "thing_classes", "classes"),
@@ -176,6 +153,7 @@ class TrainResult:
     last_checkpoint: str | None
     resumed_from: str | None
     stop_signal: str | None
+    stopped_by_other_rank: bool  # the stop signal reached another rank, not this one
     metrics: Path
     tensorboard: Path
     eval_results: dict[str, float]
@@ -209,7 +187,6 @@ def train_built(
     cfg: Mapping[str, Any],
     built: Mapping[str, Any],
     output_dir: str | os.PathLike,
-    train_cfg: TrainConfig,
 ) -> TrainResult:
     """Train ``built["model"]`` as the config says; write checkpoints, metrics.jsonl and
     TensorBoard events under ``output_dir``. Call seeded (``seed_everything``) and, under DDP,
@@ -217,6 +194,12 @@ def train_built(
     DistributedDataParallel here when the world size is above 1.
     """
     output_dir = Path(output_dir)
+    train_cfg = built.get("train")
+    if not isinstance(train_cfg, TrainConfig):
+        raise ConfigError(
+            "train: training needs a typed node, train = L(TrainConfig)(...) with "
+            "`from lazydet.engine.train_config import TrainConfig` (see docs/training.md)."
+        )
     schedule = built.get("schedule") or {}
     max_iter = schedule.get("max_iter")
     if not isinstance(max_iter, int) or max_iter < 0:
@@ -227,8 +210,6 @@ def train_built(
         raise ValueError("The config has no dataloader.train: nothing to train on.")
     check_model_matches_dataset(cfg)
 
-    from .launch import wrap_model
-
     device = select_device(train_cfg.device)
     model = wrap_model(built["model"].to(device), sync_bn=train_cfg.sync_bn)
     is_main = comm.is_main_process()
@@ -237,7 +218,7 @@ def train_built(
         output_dir,
         max_to_keep=train_cfg.max_to_keep,
         run_outputs=("metrics.jsonl", "tensorboard"),
-        metadata=_metadata(cfg, resolved(cfg, "dataloader.train.dataset")),
+        metadata=_metadata(cfg, select(resolve(cfg), "dataloader.train.dataset")),
     )
     checkpoint_hook = CheckpointHook(
         checkpointer, period=train_cfg.checkpoint_period, resume=train_cfg.resume
@@ -298,48 +279,73 @@ def train_built(
         last_checkpoint=checkpoint_hook.last_saved or checkpoint_hook.resumed_from,
         resumed_from=checkpoint_hook.resumed_from,
         stop_signal=trainer.stop_signal,
+        stopped_by_other_rank=trainer.stopped_by_other_rank,
         metrics=metrics_file,
         tensorboard=tensorboard_dir,
         eval_results=eval_hook.latest if eval_hook is not None else {},
     )
 
 
-# Keys of torch's lr schedulers whose values count iterations (scaled with the schedule length).
-_ITERATION_KEYS = ("milestones", "total_iters", "T_max", "T_0", "step_size", "warmup_iters")
+# Per lr scheduler class: the arguments that count iterations, rescaled with the schedule's
+# length. SequentialLR's children ("schedulers") are rescaled by their own class.
+ITERATION_ARGUMENTS: dict[str, tuple[str, ...]] = {
+    "torch.optim.lr_scheduler.MultiStepLR": ("milestones",),
+    "torch.optim.lr_scheduler.StepLR": ("step_size",),
+    "torch.optim.lr_scheduler.LinearLR": ("total_iters",),
+    "torch.optim.lr_scheduler.ConstantLR": ("total_iters",),
+    "torch.optim.lr_scheduler.PolynomialLR": ("total_iters",),
+    "torch.optim.lr_scheduler.CosineAnnealingLR": ("T_max",),
+    "torch.optim.lr_scheduler.CosineAnnealingWarmRestarts": ("T_0",),
+    "torch.optim.lr_scheduler.SequentialLR": ("milestones",),
+}
 
 
-def _scale_iterations(node: Any, factor: float) -> None:
-    if isinstance(node, Mapping):
-        for key, value in node.items():
-            if key in _ITERATION_KEYS and isinstance(value, int) and not isinstance(value, bool):
-                node[key] = max(1, round(value * factor))
-            elif key in _ITERATION_KEYS and isinstance(value, list):
-                node[key] = [max(1, round(v * factor)) for v in value]
-            else:
-                _scale_iterations(value, factor)
-    elif isinstance(node, list):
-        for value in node:
-            _scale_iterations(value, factor)
+def _scale(value: Any, factor: float) -> Any:
+    if isinstance(value, (list, tuple)):
+        return [max(1, round(int(v) * factor)) for v in value]
+    return max(1, round(int(value) * factor))
+
+
+def _scale_scheduler(node: Any, factor: float, key: str) -> None:
+    """Rescale the iteration arguments of the scheduler node at ``key`` (``ITERATION_ARGUMENTS``)."""
+    if node is None:
+        return
+    target = node.get("_target_") if isinstance(node, Mapping) else None
+    names = {locate(t): args for t, args in ITERATION_ARGUMENTS.items()}
+    cls = locate(target) if isinstance(target, str) else None
+    if cls not in names:
+        raise ConfigError(
+            f"{key}: linear scaling (train.reference_world_size) does not know which arguments "
+            f"of {target or type(node).__name__} count iterations; it rescales "
+            f"{', '.join(t.rsplit('.', 1)[1] for t in ITERATION_ARGUMENTS)}. Use one of them, "
+            "or drop train.reference_world_size and scale the schedule yourself."
+        )
+    for name in names[cls]:
+        if node.get(name) is not None:
+            node[name] = _scale(node[name], factor)
+    for i, child in enumerate(node.get("schedulers") or []):
+        _scale_scheduler(child, factor, f"{key}.schedulers.{i}")
 
 
 def apply_linear_scaling(cfg: Any, *, reference_world_size: int, world_size: int) -> None:
     """Rewrite ``cfg`` (before it is built) for ``world_size`` processes when it was written for
-    ``reference_world_size``: lr and global batch scale by their ratio, ``schedule.max_iter``
-    and the scheduler's iteration counts (milestones, warm-up length) by its inverse."""
-    from .launch import linear_scaling
-
+    ``reference_world_size``: ``optimizer.lr`` and ``dataloader.train.total_batch_size`` scale
+    by their ratio, ``schedule.max_iter`` and the iteration arguments of
+    ``schedule.lr_scheduler`` (``ITERATION_ARGUMENTS``: milestones, warm-up length...) by its
+    inverse."""
     if reference_world_size == world_size:
         return
+    values = resolve(cfg)
     lr, batch, factor = linear_scaling(
-        lr=float(resolved(cfg, "optimizer.lr")),
-        total_batch_size=int(resolved(cfg, "dataloader.train.total_batch_size")),
+        lr=float(select(values, "optimizer.lr")),
+        total_batch_size=int(select(values, "dataloader.train.total_batch_size")),
         reference_world_size=reference_world_size,
         world_size=world_size,
     )
     cfg["optimizer"]["lr"] = lr
     cfg["dataloader"]["train"]["total_batch_size"] = batch
-    cfg["schedule"]["max_iter"] = max(1, round(int(resolved(cfg, "schedule.max_iter")) * factor))
-    _scale_iterations(cfg["schedule"].get("lr_scheduler"), factor)
+    cfg["schedule"]["max_iter"] = _scale(select(values, "schedule.max_iter"), factor)
+    _scale_scheduler(cfg["schedule"].get("lr_scheduler"), factor, "schedule.lr_scheduler")
     logger.info(
         "Linear scaling from %d to %d processes: lr %.4g, total batch %d, max_iter %d",
         reference_world_size,
@@ -350,16 +356,35 @@ def apply_linear_scaling(cfg: Any, *, reference_world_size: int, world_size: int
     )
 
 
-def train_worker(build: Callable[[Any], dict[str, Any]], cfg: Any, output_dir: Path) -> TrainResult:
-    """One rank of a run (what ``lazydet.engine.launch.launch`` starts): seed, build with
-    ``build(cfg)`` (``lazydet.train.build``), train. Returns the :class:`TrainResult`."""
+def build(cfg: Any) -> dict[str, Any]:
+    """Instantiate the config; load ``train.init_checkpoint`` into ``model`` when it is set
+    (``lazydet.checkpoint.build.load_model_weights``: logged; misfit weights raise
+    ``WeightsMisfitError``, an unreadable file one ConfigError). With no starting weights the
+    ResNets are unfrozen first (``configure_start``: a frozen random layer is never right).
+
+    Returns the built top-level objects, plus ``"init_checkpoint"``: the ``LoadReport`` (or None).
+    """
+    configure_start(cfg)
+    built = instantiate(cfg)
+    checkpoint = select(cfg, "train.init_checkpoint")
+    report = None
+    if checkpoint:
+        if "model" not in built:
+            raise ConfigError(
+                f"train.init_checkpoint={checkpoint!r} is set but the config has no 'model'."
+            )
+        report = load_model_weights(built["model"], checkpoint, cfg=cfg, training=True)
+    return {**built, "init_checkpoint": report}
+
+
+def train_on_this_rank(cfg: Any, output_dir: Path) -> TrainResult:
+    """One rank of a run (what ``launch`` starts): seed, build, train."""
     from lazydet.utils.logging import setup_logging
 
     # Rank 0 prints to the console; every rank writes its own log file in the run directory.
     setup_logging(output_dir)
-    train_node = cfg.get("train") or {}
-    seed = int(train_node.get("seed", 0) or 0)
-    reference = train_node.get("reference_world_size")
+    seed = int(select(cfg, "train.seed") or 0)
+    reference = select(cfg, "train.reference_world_size")
     if reference:
         apply_linear_scaling(
             cfg, reference_world_size=int(reference), world_size=comm.get_world_size()
@@ -368,4 +393,65 @@ def train_worker(build: Callable[[Any], dict[str, Any]], cfg: Any, output_dir: P
     built = build(cfg)
     built.pop("init_checkpoint", None)
     seed_everything(seed + comm.get_rank())  # different dropout and sampling on each rank
-    return train_built(cfg, built, output_dir, built["train"])
+    return train_built(cfg, built, output_dir)
+
+
+def _describe(obj: Any) -> str:
+    """A short text for a built object (``ResNet (11,689,512 parameters)``)."""
+    if isinstance(obj, torch.nn.Module):
+        n = sum(p.numel() for p in obj.parameters())
+        return f"{type(obj).__name__} ({n:,} parameters)"
+    if isinstance(obj, dict):
+        return "{" + ", ".join(f"{k}: {_describe(v)}" for k, v in obj.items()) + "}"
+    if isinstance(obj, (list, tuple)):
+        return (
+            f"[{', '.join(_describe(v) for v in obj)}]"
+            if len(obj) <= 4
+            else f"{type(obj).__name__} of {len(obj)}"
+        )
+    if isinstance(obj, (int, float, str, bool)) or obj is None:
+        return repr(obj)
+    return type(obj).__name__
+
+
+def run(cfg: Any, output_dir: str | os.PathLike) -> TrainResult | dict[str, str]:
+    """Save the composed config in ``output_dir``, build it and train it (docs/training.md).
+
+    Training needs ``dataloader.train``, ``schedule`` (``max_iter``, ``lr_scheduler``),
+    ``optimizer`` and a ``train = L(TrainConfig)(...)`` node. Runs one process, or one per GPU /
+    ``train.num_processes`` (or joins torchrun's / srun's), each in
+    :func:`train_on_this_rank`; returns rank 0's :class:`TrainResult`. The same run directory
+    resumes from its newest complete checkpoint. A config without ``dataloader`` and
+    ``schedule`` (a model-only experiment) is built and described (``{key: text}``), not trained.
+    """
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if comm.is_main_process():
+        save(cfg, output_dir / "config.py")
+        save(cfg, output_dir / "config.yaml")
+        logger.info("Config saved to %s", output_dir / "config.py")
+    if not ("dataloader" in cfg and "schedule" in cfg):
+        seed_everything(int(select(cfg, "train.seed") or 0))
+        built = build(cfg)
+        checkpoint_report = built.pop("init_checkpoint")
+        report = {key: _describe(value) for key, value in built.items()}
+        for key, text in report.items():
+            logger.info("%s: %s", key, text)
+        if checkpoint_report is not None:
+            report["init_checkpoint"] = str(checkpoint_report).splitlines()[0]
+        logger.warning(
+            "The config has no dataloader and schedule: built and saved, nothing to train."
+        )
+        return report
+    train_node = select(cfg, "train") or {}
+    if train_node.get("_target_") != f"{TrainConfig.__module__}.TrainConfig":
+        raise ConfigError(
+            "train: training needs a typed node, train = L(TrainConfig)(...) with "
+            "`from lazydet.engine.train_config import TrainConfig` (see docs/training.md); "
+            f"this config has {type(train_node).__name__} {dict(train_node)!r}."
+        )
+    return launch(
+        train_on_this_rank,
+        num_processes=train_node.get("num_processes"),
+        args=(cfg, output_dir),
+    )
