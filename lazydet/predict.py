@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from lazydet.config import select_resolved
 from lazydet.config.command_line import UsageError, command_main, compose_from_command_line
 
 __all__ = ["main", "predict_images"]
@@ -152,7 +153,7 @@ def run(argv: list[str]) -> int:
         raise UsageError(f"output={own['output']!r} is a file; give a folder.")
     cfg = compose_from_command_line(overrides) if overrides else None
     if show_gt:
-        name = own.get("show_gt") or (cfg is not None and cfg.get("dataset", {}).get("test"))
+        name = own.get("show_gt") or (cfg is not None and select_resolved(cfg, "dataset.test"))
         if not name:
             raise UsageError("--show-gt needs conf=EXPERIMENT (its dataset.test) or show_gt=NAME.")
         from lazydet.evaluation.pictures import show_ground_truth
@@ -177,7 +178,7 @@ def run(argv: list[str]) -> int:
         )
     elif cfg is not None:
         predictor = Predictor.from_config(cfg, device=device, batch_size=batch_size)
-        test = (cfg.get("dataset") or {}).get("test")
+        test = select_resolved(cfg, "dataset.test")
         if isinstance(test, str):
             from lazydet.data import MetadataCatalog
 

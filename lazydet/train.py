@@ -74,6 +74,7 @@ def run(cfg: Any, output_dir: Path) -> dict[str, str]:
     if result.stop_signal:
         _exit_after_stop(result)
     picture = _draw_validation_predictions(cfg, result.final_weights, Path(output_dir))
+    curves = _draw_curves(Path(output_dir))
     scores = "".join(f"\n  {k}: {v:.4f}" for k, v in result.eval_results.items())
     print(
         f"Training finished ({result.max_iter} iterations).{scores}\n"
@@ -82,6 +83,7 @@ def run(cfg: Any, output_dir: Path) -> dict[str, str]:
         f"  metrics:       {result.metrics}\n"
         f"  final weights: {result.final_weights}"
         + (f"\n  predictions:   {picture}" if picture else "")
+        + (f"\n  curves:        {curves}" if curves else "")
     )
     return {
         "iteration": f"{result.iteration}/{result.max_iter}",
@@ -117,7 +119,9 @@ def _draw_validation_predictions(cfg: Any, weights: Any, output_dir: Path) -> Pa
     """``val_predictions.png`` in the run directory: the final model on the first images of
     ``dataset.test``, drawn by the predictor built from the final checkpoint alone. A picture is
     a courtesy: failing to draw it is logged, never fails the finished run."""
-    test = (cfg.get("dataset") or {}).get("test")
+    from lazydet.config import select_resolved
+
+    test = select_resolved(cfg, "dataset.test")
     rank = os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))  # torchrun / srun ranks
     if rank != "0" or not (weights and test and Path(weights).is_file()):
         return None
@@ -127,11 +131,27 @@ def _draw_validation_predictions(cfg: Any, weights: Any, output_dir: Path) -> Pa
         from lazydet.evaluation.predictor import Predictor
 
         records = DatasetCatalog.get(test)[:8]
-        predictor = Predictor.from_checkpoint(weights, device="cpu")
+        # The run's own file, with the config this run composed (a project's own classes are
+        # not on the untrusted allow-list that a checkpoint's stored config is read with).
+        predictor = Predictor.from_checkpoint(weights, device="cpu", config=cfg)
         images = [Path(r["file_name"]) for r in records]
         return save_prediction_grid(predictor, images, output_dir / "val_predictions.png")
     except Exception as e:
         logger.warning("Could not draw the validation predictions: %s: %s", type(e).__name__, e)
+        return None
+
+
+def _draw_curves(output_dir: Path) -> Path | None:
+    """``curves.png`` in the run directory (losses, lr, time and AP over iterations, from
+    ``metrics.jsonl``); rank 0 only, and like the picture a courtesy that never fails the run."""
+    if os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) != "0":
+        return None
+    try:
+        from lazydet.analysis.curves import write_run_curves
+
+        return write_run_curves(output_dir)
+    except Exception as e:
+        logger.warning("Could not draw the training curves: %s: %s", type(e).__name__, e)
         return None
 
 

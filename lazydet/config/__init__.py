@@ -12,7 +12,7 @@ from .diff import diff, flatten
 from .errors import ConfigError, InstantiationError
 from .files import load
 from .instantiate import instantiate
-from .interpolation import resolve
+from .interpolation import contains_interpolation, resolve
 from .lazy import MISSING, Config, L, LazyCall, is_node, ref
 from .paths import import_path, locate
 from .safe_targets import SAFE_TARGETS
@@ -42,6 +42,7 @@ __all__ = [
     "resolve",
     "save",
     "select",
+    "select_resolved",
     "to_container",
     "to_py",
     "to_yaml",
@@ -80,3 +81,14 @@ def select(cfg: object, key: str) -> object:
         if node is None:
             return None
     return node
+
+
+def select_resolved(cfg: object, key: str) -> object:
+    """``select(cfg, key)`` with its ``${...}`` resolved against the whole config (a
+    ``dataset=coco_json`` run names its test set by an interpolation that registers it)."""
+    value = select(cfg, key)
+    if not contains_interpolation(value):
+        return value
+    parent_key, _, last = key.rpartition(".")
+    parent = select(cfg, parent_key) if parent_key else cfg
+    return resolve(parent).get(last)

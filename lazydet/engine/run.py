@@ -30,6 +30,7 @@ from torch import nn
 from lazydet.checkpoint.build import load_model_weights
 from lazydet.checkpoint.start import configure_start
 from lazydet.config import ConfigError, instantiate, locate, resolve, save, select
+from lazydet.engine.evaluation_setup import check_evaluation_setup
 from lazydet.utils import comm
 from lazydet.utils.comm import select_device
 from lazydet.utils.events import ConsoleWriter, JSONLinesWriter, TensorBoardWriter
@@ -180,6 +181,7 @@ def _metadata(cfg: Any, dataset_names: Any) -> dict[str, Any]:
         config=cfg,
         keypoint_names=keypoint_names,
         keypoint_flip_map=meta.get("keypoint_flip_map") if keypoint_names else None,
+        keypoint_skeleton=meta.get("keypoint_skeleton") if keypoint_names else None,
     )
 
 
@@ -425,6 +427,7 @@ def run(cfg: Any, output_dir: str | os.PathLike) -> TrainResult | dict[str, str]
     ``schedule`` (a model-only experiment) is built and described (``{key: text}``), not trained.
     """
     output_dir = Path(output_dir)
+    check_evaluation_setup(cfg)  # eval_period > 0 with no evaluator: a config error, first
     output_dir.mkdir(parents=True, exist_ok=True)
     if comm.is_main_process():
         save(cfg, output_dir / "config.py")

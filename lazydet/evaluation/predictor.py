@@ -144,8 +144,7 @@ class Predictor:
         all is refused (``ValueError``) unless ``weights="random"`` (or
         ``train.init_checkpoint=random``) asks for the initial values on purpose."""
         from lazydet.checkpoint.build import RANDOM_WEIGHTS, build_model
-        from lazydet.config import instantiate, resolve, select
-        from lazydet.config.interpolation import is_interpolation
+        from lazydet.config import instantiate, select, select_resolved
         from lazydet.utils.visualizer import skeleton_from_metadata
 
         chosen = weights if weights is not None else select(cfg, "train.init_checkpoint")
@@ -162,9 +161,7 @@ class Predictor:
         augmentation_node = select(cfg, "dataloader.test.mapper.augmentations")
         augmentations = instantiate(augmentation_node) if augmentation_node is not None else None
         class_names = keypoint_names = skeleton = None
-        dataset = select(cfg, "dataset.test")
-        if is_interpolation(dataset):  # dataset=coco_json names its json by a ${...}
-            dataset = resolve(cfg.dataset).get("test")
+        dataset = select_resolved(cfg, "dataset.test")  # coco_json: a ${...} that registers it
         if isinstance(dataset, str):
             from lazydet.data import MetadataCatalog
 

@@ -55,3 +55,7 @@ def test_quickstart_ends_with_ap_that_coco_evaluate_confirms_and_a_picture(tmp_p
     with Image.open(run_dir / "val_predictions.png") as picture:
         assert picture.format == "PNG" and picture.width >= 512
     assert (run_dir / "model_final.pth").is_file()
+    # The curves of the run (losses, lr, AP over iterations) are drawn at its end too.
+    assert "curves.png" in done.stdout
+    with Image.open(run_dir / "curves.png") as curves:
+        assert curves.format == "PNG" and curves.width >= 512
