@@ -89,13 +89,14 @@ class ErrorAnalysis:
 
 
 def _load(gt_json: Any, results_json: Any) -> tuple[dict, list[dict]]:
-    from lazydet.evaluation.coco_eval import check_results, load_ground_truth, load_results
+    from lazydet.evaluation.coco_input import check_input, load_ground_truth, load_results
 
     gt = load_ground_truth(gt_json)
     results = load_results(results_json)
-    check_results(gt, results, "bbox")  # one clear error for a bad result, before any work
     if not gt["annotations"]:
         raise ValueError("The ground truth has no annotations: nothing to analyse.")
+    # The evaluator's own input check: one clear error naming a bad entry, before any work.
+    check_input(gt, results, "bbox")
     return gt, results
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from torch import nn
 
 from lazydet.checkpoint.load import LoadReport, load_weights
+from lazydet.checkpoint.named_weights import is_weights_name, named_weights
 
 __all__ = ["RANDOM_WEIGHTS", "configure_start", "load_start_weights"]
 
@@ -94,10 +95,26 @@ def configure_start(cfg: Any) -> list[str]:
     """
     if not hasattr(cfg, "get"):
         return []
-    if _train_node(cfg).get("init_checkpoint") not in (None, "", RANDOM_WEIGHTS):
-        return []
     model = cfg.get("model")
     if model is None:
+        return []
+    checkpoint = _train_node(cfg).get("init_checkpoint")
+    if (
+        is_weights_name(checkpoint)
+        and named_weights(str(checkpoint)).imagenet
+        and not _resnet_nodes(model, "model")
+    ):
+        # A COCO recipe names an ImageNet ResNet; a backbone option without a ResNet (the ViTs:
+        # no public ImageNet file that lazydet converts) starts from scratch, said in the log.
+        logger.warning(
+            "train.init_checkpoint=%s is an ImageNet ResNet, but this model's backbone has no "
+            "ResNet: training it from scratch instead (set train.init_checkpoint=null to say so, "
+            "or give weights made for this backbone).",
+            checkpoint,
+        )
+        _train_node(cfg)["init_checkpoint"] = None
+        return []
+    if checkpoint not in (None, "", RANDOM_WEIGHTS):
         return []
     changed = []
     for path, node in _resnet_nodes(model, "model"):

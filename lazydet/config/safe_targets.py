@@ -32,6 +32,7 @@ SAFE_TARGETS: frozenset[str] = frozenset(
         "lazydet.data.build_train_loader",
         "lazydet.data.flip_indices_from_metadata",
         "lazydet.data.large_scale_jitter",
+        "lazydet.data.resize_longest_edge",
         "lazydet.data.test_augmentations",
         "lazydet.data.train_augmentations",
         "torchvision.transforms.v2.Compose",

@@ -141,6 +141,17 @@ def test_from_scratch_trains_every_backbone_layer():
     assert not any(isinstance(m, FrozenBatchNorm2d) for m in model.modules())
 
 
+def test_a_vit_backbone_on_a_resnet_recipe_starts_from_scratch_and_says_so(caplog):
+    """conf=mask_rcnn_fpn names the ImageNet ResNet-50; model.backbone=vit_b has no ResNet and
+    no ImageNet file lazydet converts: the run trains from scratch, with one log line."""
+    cfg = compose("mask_rcnn_fpn", ["dataset=shapes", "model.backbone=vit_b"])
+    assert cfg.train.init_checkpoint == "torchvision:resnet50"
+    with caplog.at_level("WARNING", logger="lazydet.checkpoint.start"):
+        configure_start(cfg)
+    assert cfg.train.init_checkpoint is None
+    assert "has no ResNet: training it from scratch" in caplog.text
+
+
 def test_from_scratch_through_train_build():
     """The call site: the run path's build (lazydet.engine.run.build) applies the same rule."""
     from lazydet.engine.run import build

@@ -31,7 +31,7 @@ from lazydet.checkpoint import (
 )
 from lazydet.config import L, instantiate
 from lazydet.modeling.anchor_generator import DefaultAnchorGenerator
-from lazydet.modeling.backbone import FPN, LastLevelP6P7, ResNet
+from lazydet.modeling.backbone import FPN, LastLevelMaxPool, LastLevelP6P7, ResNet
 from lazydet.modeling.meta_arch.retinanet import RetinaNet
 
 COCO_LIKE = ["person", "bicycle", "car"]
@@ -125,11 +125,11 @@ def test_checkpoint_alone_rebuilds_the_model(tmp_path: Path) -> None:
 
 def test_config_with_a_key_that_is_not_python_is_stored_as_yaml(tmp_path: Path) -> None:
     # A top-level key that is not an identifier cannot be a Python config line; YAML holds it.
-    config = {"my-model": L(nn.Linear)(in_features=2, out_features=3)}
+    config = {"my-model": L(LastLevelMaxPool)(in_feature="p5")}  # an allow-listed target
     metadata = build_metadata(class_names=["a"], config=config)
     assert metadata["config_format"] == "yaml"
-    layer = instantiate(config_from_metadata(metadata)["my-model"])
-    assert isinstance(layer, nn.Linear) and layer.out_features == 3
+    block = instantiate(config_from_metadata(metadata)["my-model"])
+    assert isinstance(block, LastLevelMaxPool) and block.in_feature == "p5"
 
 
 def test_keypoint_metadata(tmp_path: Path) -> None:

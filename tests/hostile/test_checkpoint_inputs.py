@@ -202,11 +202,15 @@ def test_stored_python_config_runs_only_when_trusted(tmp_path: Path) -> None:
 
 
 def test_new_checkpoints_store_the_config_as_data(tmp_path: Path) -> None:
-    config = {"model": L(torch.nn.Linear)(in_features=2, out_features=3)}
+    config = {"model": L("lazydet.modeling.backbone.LastLevelMaxPool")(in_feature="p5")}
     metadata = build_metadata(class_names=["a"], config=config)
     assert metadata["config_format"] == "yaml"
     rebuilt = config_from_metadata(metadata)  # untrusted: allow-listed targets only
-    assert rebuilt["model"]["out_features"] == 3
+    assert rebuilt["model"]["in_feature"] == "p5"
+    # A target outside the allow-list is refused, not built.
+    config = {"model": L(torch.nn.Linear)(in_features=2, out_features=3)}
+    with pytest.raises(CheckpointError, match=r"SAFE_TARGETS.*torch\.nn\.Linear"):
+        config_from_metadata(build_metadata(class_names=["a"], config=config))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -59,6 +59,6 @@ def test_test_pipeline_runs_on_a_real_photo(name, experiment, project, shared_da
     assert instances.image_size == (333, 500)  # predictions in the photo's own pixels
 
     # lazydet.predict's path: the predictor applies the same test augmentations.
-    predictor = Predictor.from_config(cfg, device="cpu")
+    predictor = Predictor.from_config(cfg, weights="random", device="cpu")
     (predicted,) = predictor.predict([photo])
     assert predicted.image_size == (333, 500)
