@@ -31,7 +31,7 @@ def evaluate_checkpoint(cfg: Any, *, output_dir: str | os.PathLike | None = None
     """Build ``cfg.model``, load ``cfg.train.init_checkpoint``, run ``dataloader.test`` through
     ``inference_on_dataset`` with the config's evaluator (default: ``COCOEvaluator``)."""
     from lazydet.checkpoint.build import build_model
-    from lazydet.config import ConfigError, instantiate, select
+    from lazydet.config import ConfigError, instantiate, select, select_resolved
     from lazydet.evaluation import COCOEvaluator, inference_on_dataset
     from lazydet.utils.comm import select_device
 
@@ -52,7 +52,7 @@ def evaluate_checkpoint(cfg: Any, *, output_dir: str | os.PathLike | None = None
             # them into output= unless the config says where.
             evaluator.output_dir = Path(output_dir)
     else:
-        dataset = select(cfg, "dataset.test")
+        dataset = select_resolved(cfg, "dataset.test")  # coco_json: a ${...} that registers it
         if not isinstance(dataset, str):
             raise ConfigError(
                 "The config has no 'evaluator' and dataset.test is not a "
