@@ -8,6 +8,7 @@ from lazydet.modeling.proposal import RPN, StandardRPNHead
 from lazydet.modeling.roi_heads import FastRCNNConvFCHead, FastRCNNOutputLayers, StandardROIHeads
 
 from ._dataloader import detection_dataloader
+from ._start import start_from_torchvision_imagenet
 from ._train import train_node
 
 defaults = {
@@ -48,17 +49,9 @@ model = L(GeneralizedRCNN)(
 dataloader = detection_dataloader()
 train = train_node(eval_period=5000)
 
-# Starts from torchvision's ImageNet ResNet-50 (train.init_checkpoint=torchvision:resnet50, as
-# Detectron2 and MMDetection start from ImageNet): those weights need RGB input, torchvision's
-# ImageNet statistics on 0-255 pixels and the stride in the 3x3 conv (stride_in_1x1=False, the
-# backbone options' setting), written out here. Stem and res2 stay frozen (freeze_at=2, FrozenBN).
-# For model.backbone=resnet18/resnet101 give train.init_checkpoint=torchvision:resnet18/101; the
-# ViT options have no ImageNet file lazydet converts: train.init_checkpoint=null trains from
-# scratch (nothing frozen, the norms train). docs/weights.md lists the names.
-train.init_checkpoint = "torchvision:resnet50"
-model.input_format = "RGB"
-model.pixel_mean = [123.675, 116.28, 103.53]
-model.pixel_std = [58.395, 57.12, 57.375]
+# Starts from torchvision's ImageNet ResNet-50 (train.init_checkpoint=torchvision:resnet50),
+# with the input those weights need; conf/_start.py says what to give for other backbones.
+start_from_torchvision_imagenet(model=model, train=train)
 
 # COCO AP (bbox; segm and keypoints too when the model predicts them) on dataset.test, every
 # train.eval_period iterations and at the end; python -m lazydet.evaluate uses it as well.

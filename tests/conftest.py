@@ -46,3 +46,19 @@ def shared_data() -> Path:
             pytest.fail(f"{message}; CI=true requires it", pytrace=False)
         pytest.skip(message)
     return SHARED_DATA
+
+
+@pytest.fixture
+def interp_conf(fixture_conf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A user config directory ahead of the fixture tree, holding ``interp``: ``width = 4`` and
+    ``net = L(ConvBackbone)(channels="${width}")`` (an interpolation to resolve at build time)."""
+    user = tmp_path / "conf"
+    user.mkdir()
+    (user / "interp.py").write_text(
+        "from lazydet.config import L\n"
+        "from toy_modules import ConvBackbone\n"
+        "width = 4\n"
+        'net = L(ConvBackbone)(channels="${width}")\n'
+    )
+    monkeypatch.setenv("LAZYDET_CONFIG_PATH", f"{user}{os.pathsep}{fixture_conf}")
+    return user

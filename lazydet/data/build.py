@@ -25,8 +25,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, get_worker_info
+
+from lazydet.utils import comm
 
 from .catalog import DatasetCatalog
 from .samplers import InferenceSampler, TrainingSampler
@@ -343,10 +344,6 @@ class AspectRatioGroupedBatches:
         self._next_position = next_position
 
 
-def _world_size() -> int:
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
 def build_train_loader(
     *,
     dataset: str | Sequence[str] | Sequence[dict],
@@ -378,7 +375,7 @@ def build_train_loader(
     """
     if max_consecutive_skips < 1:
         raise ValueError(f"max_consecutive_skips must be >= 1, got {max_consecutive_skips}")
-    world_size = _world_size()
+    world_size = comm.get_world_size()
     if total_batch_size <= 0 or total_batch_size % world_size:
         raise ValueError(
             f"total_batch_size={total_batch_size} must be a positive multiple of the world size {world_size}"
@@ -394,7 +391,7 @@ def build_train_loader(
     sample_seed = seed if seed is not None else getattr(sampler, "seed", None)
     if sample_seed is None:
         sample_seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
-    rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    rank = comm.get_rank()
     stream = _SampledMappedStream(
         records, sampler, mapper, max_consecutive_skips, sample_seed=sample_seed, rank=rank
     )

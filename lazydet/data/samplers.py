@@ -14,6 +14,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
+from lazydet.utils import comm
+
 __all__ = [
     "InferenceSampler",
     "RepeatFactorTrainingSampler",
@@ -23,11 +25,10 @@ __all__ = [
 
 
 def _rank_and_world_size(rank: int | None, world_size: int | None) -> tuple[int, int]:
-    initialized = dist.is_available() and dist.is_initialized()
     if world_size is None:
-        world_size = dist.get_world_size() if initialized else 1
+        world_size = comm.get_world_size()
     if rank is None:
-        rank = dist.get_rank() if initialized else 0
+        rank = comm.get_rank()
     if world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
     return rank, world_size
@@ -38,7 +39,7 @@ def _shared_seed(seed: int | None) -> int:
     if seed is not None:
         return int(seed)
     drawn = torch.randint(0, 2**31 - 1, (1,), dtype=torch.int64)
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+    if comm.is_distributed():
         backend_device = "cuda" if dist.get_backend() == "nccl" else "cpu"
         drawn = drawn.to(backend_device)
         dist.broadcast(drawn, src=0)

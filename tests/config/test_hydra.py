@@ -111,18 +111,7 @@ def test_notebook_flow(fixture_conf):
     assert built["optimizer"].param_groups[0]["lr"] == 0.01
 
 
-def test_interpolations_resolve_after_overrides(fixture_conf, tmp_path, monkeypatch):
-    user = tmp_path / "conf"
-    user.mkdir()
-    (user / "interp.py").write_text(
-        textwrap.dedent("""
-        from lazydet.config import L
-        from toy_modules import ConvBackbone
-        width = 4
-        net = L(ConvBackbone)(channels="${width}")
-    """)
-    )
-    monkeypatch.setenv("LAZYDET_CONFIG_PATH", f"{user}:{fixture_conf}")
+def test_interpolations_resolve_after_overrides(interp_conf):
     cfg = compose("interp", ["width=6"])
     assert cfg.net.channels == "${width}"  # live: resolved when built
     assert instantiate(cfg.net).out_channels == 6

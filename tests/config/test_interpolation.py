@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import textwrap
-
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -79,18 +77,7 @@ def test_interpolation_cycles_are_one_message():
         validate(cfg)
 
 
-def test_resolve_gives_the_values_on_request(fixture_conf, tmp_path, monkeypatch, capsys):
-    user = tmp_path / "conf"
-    user.mkdir()
-    (user / "interp.py").write_text(
-        textwrap.dedent("""
-        from lazydet.config import L
-        from toy_modules import ConvBackbone
-        width = 4
-        net = L(ConvBackbone)(channels="${width}")
-    """)
-    )
-    monkeypatch.setenv("LAZYDET_CONFIG_PATH", f"{user}:{fixture_conf}")
+def test_resolve_gives_the_values_on_request(interp_conf, capsys):
     cfg = compose("interp", ["width=6"])
     assert resolve(cfg).net.channels == 6 and cfg.net.channels == "${width}"
 

@@ -27,6 +27,18 @@ def _random_frozen_norms(model: nn.Module, seed: int = 0) -> None:
             module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
 
 
+def _assert_same_detections(got, expected, *, same_classes: bool) -> None:
+    """The 50 detections of ``got`` are ``expected``'s up to float rounding (boxes and scores
+    within 1e-4), and with ``same_classes`` the very same classes."""
+    assert len(got) == len(expected) == 50
+    torch.testing.assert_close(
+        got.pred_boxes.tensor, expected.pred_boxes.tensor, rtol=1e-4, atol=1e-4
+    )
+    torch.testing.assert_close(got.scores, expected.scores, rtol=1e-4, atol=1e-4)
+    if same_classes:
+        assert torch.equal(got.pred_classes, expected.pred_classes)
+
+
 def test_fold_frozen_batchnorm_keeps_resnet_features() -> None:
     torch.manual_seed(0)
     model = ResNet(depth=18).eval()
@@ -84,12 +96,7 @@ def test_optimize_for_inference_keeps_detections() -> None:
     with torch.inference_mode():
         expected = reference(inputs)[0]["instances"]
         got = model(inputs)[0]["instances"]
-    assert len(got) == len(expected) == 50
-    torch.testing.assert_close(
-        got.pred_boxes.tensor, expected.pred_boxes.tensor, rtol=1e-4, atol=1e-4
-    )
-    torch.testing.assert_close(got.scores, expected.scores, rtol=1e-4, atol=1e-4)
-    assert torch.equal(got.pred_classes, expected.pred_classes)
+    _assert_same_detections(got, expected, same_classes=True)
 
 
 @pytest.mark.slow  # Inductor compiles C++ for the backbone: ~30 s on 2 CPU cores
@@ -102,8 +109,4 @@ def test_compiled_backbone_keeps_detections() -> None:
     with torch.inference_mode():
         expected = reference(inputs)[0]["instances"]
         got = model(inputs)[0]["instances"]
-    assert len(got) == len(expected) == 50
-    torch.testing.assert_close(
-        got.pred_boxes.tensor, expected.pred_boxes.tensor, rtol=1e-4, atol=1e-4
-    )
-    torch.testing.assert_close(got.scores, expected.scores, rtol=1e-4, atol=1e-4)
+    _assert_same_detections(got, expected, same_classes=False)

@@ -20,6 +20,7 @@ from lazydet.modeling.box_coder import (
     box_regression_loss,
     check_box_reg_loss_type,
 )
+from lazydet.modeling.dense_head import concat_levels, dense_head_outputs
 from lazydet.modeling.matcher import Matcher
 from lazydet.modeling.meta_arch.base import ImageDetector
 from lazydet.modeling.meta_arch.preprocessing import (
@@ -92,13 +93,6 @@ class RetinaNetHead(nn.Module):
         logits = [self.cls_score(self.cls_subnet(feature)) for feature in features]
         deltas = [self.bbox_pred(self.bbox_subnet(feature)) for feature in features]
         return logits, deltas
-
-
-def _flatten_per_anchor(prediction: Tensor, values_per_anchor: int) -> Tensor:
-    """``[B, A * k, H, W]`` -> ``[B, H * W * A, k]``, the order of the generated anchors."""
-    batch, _, height, width = prediction.shape
-    prediction = prediction.reshape(batch, -1, values_per_anchor, height, width)
-    return prediction.permute(0, 3, 4, 1, 2).reshape(batch, -1, values_per_anchor)
 
 
 class RetinaNet(ImageDetector):
@@ -246,31 +240,17 @@ class RetinaNet(ImageDetector):
             Per level: ``Boxes`` of ``R_l`` anchors, class logits ``[B, R_l, num_classes]`` and
             box deltas ``[B, R_l, 4]`` (anchor order: location-major, then cell anchor).
         """
-        features = self.backbone(images.tensor)
-        missing = [name for name in self.head_in_features if name not in features]
-        if missing:
-            raise ValueError(
-                f"RetinaNet head_in_features {missing} are not among the backbone outputs "
-                f"{sorted(features)}."
-            )
-        level_features = [features[name] for name in self.head_in_features]
-        anchors = self.anchor_generator(
-            level_features, self.strides, padded_size=images.tensor.shape[-2:]
+        return dense_head_outputs(
+            owner="RetinaNet",
+            head=self.head,
+            features=self.backbone(images.tensor),
+            in_features=self.head_in_features,
+            strides=self.strides,
+            anchor_generator=self.anchor_generator,
+            padded_size=images.tensor.shape[-2:],
+            scores_per_anchor=self.num_classes,
+            scores_hint=f"num_classes = {self.num_classes}",
         )
-        level_logits, level_deltas = self.head(level_features)
-        level_logits = [_flatten_per_anchor(x, self.num_classes) for x in level_logits]
-        level_deltas = [_flatten_per_anchor(x, 4) for x in level_deltas]
-        for level, (logits, deltas, level_anchors) in enumerate(
-            zip(level_logits, level_deltas, anchors)
-        ):
-            if logits.shape[1] != len(level_anchors) or deltas.shape[1] != len(level_anchors):
-                raise ValueError(
-                    f"RetinaNet head predicts {logits.shape[1]} class and {deltas.shape[1]} box "
-                    f"outputs on level {level} for {len(level_anchors)} anchors; the head needs "
-                    "num_anchors = the anchor generator's num_cell_anchors and num_classes = "
-                    f"{self.num_classes}."
-                )
-        return anchors, level_logits, level_deltas
 
     @torch.no_grad()
     def label_anchors(
@@ -313,15 +293,10 @@ class RetinaNet(ImageDetector):
     ) -> dict[str, Tensor]:
         """Focal loss over non-ignored anchors and box regression loss over foreground anchors.
 
-        Args:
-            anchors: per level, ``Boxes`` of ``R_l`` anchors.
-            level_logits: per level, ``[B, R_l, num_classes]`` class logits.
-            level_deltas: per level, ``[B, R_l, 4]`` predicted deltas.
-            gt_classes, matched_gt_boxes: from ``label_anchors``.
+        ``anchors``, ``level_logits`` (``[B, R_l, num_classes]``) and ``level_deltas`` are
+        ``predict``'s; ``gt_classes`` and ``matched_gt_boxes`` are ``label_anchors``'.
         """
-        logits = torch.cat(list(level_logits), dim=1)
-        deltas = torch.cat(list(level_deltas), dim=1)
-        all_anchors = Boxes.cat(list(anchors)).tensor
+        all_anchors, logits, deltas = concat_levels(anchors, level_logits, level_deltas)
         valid = gt_classes >= 0
         foreground = valid & (gt_classes != self.num_classes)
         # One-hot with an extra background column that is then dropped: background anchors

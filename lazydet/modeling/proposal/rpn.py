@@ -23,6 +23,8 @@ from lazydet.modeling.box_coder import (
     box_regression_loss,
     check_box_reg_loss_type,
 )
+from lazydet.modeling.dense_head import concat_levels, dense_head_outputs
+from lazydet.modeling.loss_weights import loss_weights_with_defaults
 from lazydet.modeling.matcher import Matcher
 from lazydet.modeling.sampling import subsample_labels
 from lazydet.ops import batched_nms
@@ -155,12 +157,9 @@ class RPN(nn.Module):
                 f"loss_normalizer must be 'batch_size' or 'num_sampled', got {loss_normalizer!r}."
             )
         check_box_reg_loss_type(box_reg_loss_type)
-        unknown_weights = set(loss_weights or {}) - {"loss_rpn_cls", "loss_rpn_loc"}
-        if unknown_weights:
-            raise ValueError(
-                f"RPN loss_weights has unknown keys {sorted(unknown_weights)}; use "
-                "'loss_rpn_cls' and/or 'loss_rpn_loc'."
-            )
+        self.loss_weights = loss_weights_with_defaults(
+            "RPN", loss_weights, ("loss_rpn_cls", "loss_rpn_loc")
+        )
 
         self.in_features = in_features
         self.strides = [input_shape[name].stride for name in in_features]
@@ -184,7 +183,6 @@ class RPN(nn.Module):
         self.box_reg_loss_type = box_reg_loss_type
         self.smooth_l1_beta = smooth_l1_beta
         self.loss_normalizer = loss_normalizer
-        self.loss_weights = {"loss_rpn_cls": 1.0, "loss_rpn_loc": 1.0, **(loss_weights or {})}
 
     def forward(
         self,
@@ -205,30 +203,17 @@ class RPN(nn.Module):
             sorted by decreasing logit, ``P <= post_nms_topk``; and a dict with
             ``loss_rpn_cls`` and ``loss_rpn_loc`` in training (empty in eval).
         """
-        missing = [name for name in self.in_features if name not in features]
-        if missing:
-            raise ValueError(f"RPN got features {sorted(features)}, missing {missing}.")
-        level_features = [features[name] for name in self.in_features]
-        anchors = self.anchor_generator(
-            level_features, self.strides, padded_size=images.tensor.shape[-2:]
+        anchors, level_logits, level_deltas = dense_head_outputs(
+            owner="RPN",
+            head=self.head,
+            features=features,
+            in_features=self.in_features,
+            strides=self.strides,
+            anchor_generator=self.anchor_generator,
+            padded_size=images.tensor.shape[-2:],
+            scores_per_anchor=1,
         )
-        level_logits, level_deltas = self.head(level_features)
-        # [B, A, H, W] -> [B, H * W * A] and [B, A * 4, H, W] -> [B, H * W * A, 4]: the order of
-        # the anchors (location-major, then cell anchor).
-        level_logits = [logits.permute(0, 2, 3, 1).flatten(1) for logits in level_logits]
-        level_deltas = [
-            deltas.reshape(deltas.shape[0], -1, 4, *deltas.shape[-2:])
-            .permute(0, 3, 4, 1, 2)
-            .flatten(1, -2)
-            for deltas in level_deltas
-        ]
-        for level, (logits, level_anchors) in enumerate(zip(level_logits, anchors)):
-            if logits.shape[1] != len(level_anchors):
-                raise ValueError(
-                    f"RPN head predicts {logits.shape[1]} anchors on level {level} but the "
-                    f"anchor generator made {len(level_anchors)}; the head's num_anchors must "
-                    "equal the anchor generator's num_cell_anchors."
-                )
+        level_logits = [logits.squeeze(-1) for logits in level_logits]
 
         losses: dict[str, Tensor] = {}
         if self.training:
@@ -288,16 +273,12 @@ class RPN(nn.Module):
     ) -> dict[str, Tensor]:
         """Objectness (binary cross-entropy) and box regression losses over sampled anchors.
 
-        Args:
-            anchors: per level, ``Boxes`` of ``R_l`` anchors.
-            level_logits: per level, ``[B, R_l]`` objectness logits.
-            level_deltas: per level, ``[B, R_l, 4]`` predicted deltas.
-            gt_labels, matched_gt_boxes: from ``label_and_sample_anchors``.
+        ``anchors`` (per level ``Boxes`` of ``R_l`` anchors), ``level_logits`` (``[B, R_l]``
+        objectness) and ``level_deltas`` (``[B, R_l, 4]``) are those of ``forward``;
+        ``gt_labels`` and ``matched_gt_boxes`` come from ``label_and_sample_anchors``.
         """
         num_images = gt_labels.shape[0]
-        logits = torch.cat(list(level_logits), dim=1)
-        deltas = torch.cat(list(level_deltas), dim=1)
-        all_anchors = Boxes.cat(list(anchors)).tensor
+        all_anchors, logits, deltas = concat_levels(anchors, level_logits, level_deltas)
         positive = gt_labels == 1
         sampled = gt_labels >= 0
 

@@ -20,6 +20,7 @@ from lazydet.modeling.box_coder import (
     box_regression_loss,
     check_box_reg_loss_type,
 )
+from lazydet.modeling.loss_weights import loss_weights_with_defaults
 from lazydet.ops import batched_nms
 from lazydet.structures import Boxes, Instances
 
@@ -72,12 +73,9 @@ class FastRCNNOutputLayers(nn.Module):
                 f"input_size={input_size}, num_classes={num_classes}."
             )
         check_box_reg_loss_type(box_reg_loss_type)
-        unknown = set(loss_weights or {}) - {"loss_cls", "loss_box_reg"}
-        if unknown:
-            raise ValueError(
-                f"FastRCNNOutputLayers loss_weights has unknown keys {sorted(unknown)}; use "
-                "'loss_cls' and/or 'loss_box_reg'."
-            )
+        self.loss_weights = loss_weights_with_defaults(
+            "FastRCNNOutputLayers", loss_weights, ("loss_cls", "loss_box_reg")
+        )
         self.num_classes = num_classes
         num_box_classes = 1 if cls_agnostic_bbox_reg else num_classes
         self.cls_score = nn.Linear(input_size, num_classes + 1)
@@ -98,7 +96,6 @@ class FastRCNNOutputLayers(nn.Module):
         self.test_nms_thresh = test_nms_thresh
         self.test_topk_per_image = test_topk_per_image
         self.min_box_size = min_box_size
-        self.loss_weights = {"loss_cls": 1.0, "loss_box_reg": 1.0, **(loss_weights or {})}
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         x = x.flatten(1)
