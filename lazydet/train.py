@@ -60,7 +60,7 @@ def run(
     (``{key: text}``) that Hydra keeps as the job's return value.
     """
     # Imported here: a bad command line is reported before torch is imported (a second).
-    from lazydet.engine.run import RunFinished, TrainResult
+    from lazydet.engine.run import RunFinished, RunRefused, TrainResult
     from lazydet.engine.run import run as run_training
     from lazydet.engine.trainer import NonFiniteLossError
 
@@ -71,7 +71,7 @@ def run(
     except RunFinished as e:
         print(f"lazydet.train: {e}")
         raise SystemExit(0) from None
-    except ConfigError as e:
+    except RunRefused as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         fail("lazydet.train", e, 2)  # the config does not fit this directory: nothing written
@@ -257,7 +257,7 @@ def _hydra_files(task_cfg: Any) -> dict[str, str]:
 def _check_device_overrides(argv: list[str]) -> None:
     """``train.device=tpu`` on the command line: one message, exit 2, before Hydra creates the
     run directory (a device set in a config file is checked by the run, before it writes)."""
-    from lazydet.engine.run import check_device
+    from lazydet.engine.run import RunRefused, check_device
 
     for text in argv:
         key, _, value = text.partition("=")
@@ -268,7 +268,7 @@ def _check_device_overrides(argv: list[str]) -> None:
         ):
             try:
                 check_device(value)
-            except ConfigError as e:
+            except RunRefused as e:
                 fail("lazydet.train", e, 2)
 
 

@@ -131,7 +131,7 @@ class CheckpointHook(HookBase):
     ``model_final.pth`` at the end.
 
     A checkpoint whose model tensors (names and shapes) do not fit this run's model is refused
-    with a ``ConfigError`` naming the run directory's ``config.py`` (the config the checkpoint was
+    with a ``RunRefused`` (a ConfigError) naming the run directory's ``config.py`` (the config the checkpoint was
     trained with) and ``config_name`` (this command's), before anything is loaded or written.
 
     Args:
@@ -196,8 +196,7 @@ class CheckpointHook(HookBase):
     def _check_fits(self, path: Any, saved: Any) -> None:
         """ConfigError when the checkpoint's model tensors (names, shapes) differ from the
         model's: it belongs to a run of another config."""
-        from lazydet.config import ConfigError
-
+        from .run_lock import RunRefused
         from .trainer import unwrap_model
 
         own = unwrap_model(self.trainer.model).state_dict()
@@ -221,7 +220,7 @@ class CheckpointHook(HookBase):
                 more = f" and {len(names) - 3} more" if len(names) > 3 else ""
                 parts.append(f"{len(names)} tensor(s) {what}: {', '.join(names[:3])}{more}")
         directory = self.checkpointer.directory
-        raise ConfigError(
+        raise RunRefused(
             f"Cannot resume: {path} does not fit the model of {self.config_name} "
             f"({'; '.join(parts)}). The run in {directory} was trained with "
             f"{directory / 'config.py'}. Resume it with that config (conf={directory / 'config.py'}), "

@@ -44,11 +44,14 @@ from .checkpointer import (
 )
 from .hooks import CheckpointHook, EvalHook, MetricsHook
 from .launch import launch, linear_scaling, wrap_model
+from .run_lock import RunRefused
 from .train_config import TrainConfig
 from .trainer import Trainer, unwrap_model
 
 __all__ = [
     "RunFiles",
+    "RunFinished",
+    "RunRefused",
     "TrainResult",
     "apply_linear_scaling",
     "build",
@@ -488,8 +491,8 @@ def check_device(spec: Any, *, key: str = "train.device") -> None:
     except (RuntimeError, ValueError, TypeError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         if "no CUDA device" in first:
-            raise ConfigError(first) from None
-        raise ConfigError(
+            raise RunRefused(first) from None
+        raise RunRefused(
             f"{key}={spec!r} is not a device torch knows ({first}); use cpu, cuda, cuda:N, or "
             "leave it unset (this process's GPU if there is one, else the CPU)."
         ) from None
@@ -522,7 +525,7 @@ def check_previous_run(cfg: Any, output_dir: Path) -> None:
     if not isinstance(done, int) or isinstance(done, bool):
         return
     if done > max_iter:
-        raise ConfigError(
+        raise RunRefused(
             f"schedule.max_iter={max_iter} is below the iteration of this run's checkpoint "
             f"{path} ({done}): a run cannot be shortened after the fact. Give schedule.max_iter "
             f"of at least {done} to resume it, train.resume=false to start over here (the old run "
@@ -563,7 +566,7 @@ def run(
     and config files aside first. ``config_name`` names this config in messages.
     """
     if not str(output_dir).strip():
-        raise ConfigError(
+        raise RunRefused(
             "The run directory is empty (an unset shell variable in hydra.run.dir=?); give "
             "one, e.g. hydra.run.dir=runs/exp1."
         )

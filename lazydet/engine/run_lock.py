@@ -16,13 +16,22 @@ import stat
 from pathlib import Path
 from typing import Any
 
+from lazydet.config.errors import ConfigError
+
 __all__ = [
     "RUN_LOCK_ENV",
     "LockFileError",
+    "RunRefused",
     "check_run_directory_free",
     "claim_run_directory",
     "release_run_directory",
 ]
+
+
+class RunRefused(ConfigError):
+    """The run will not start in this directory with this config, and wrote nothing: a resume
+    into a run of another model, a ``schedule.max_iter`` below its checkpoint, an empty run
+    directory, a device this machine cannot use. ``lazydet.train`` exits 2 with the message."""
 
 
 class LockFileError(OSError):

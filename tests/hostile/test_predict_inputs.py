@@ -84,3 +84,36 @@ def test_the_command_exits_2_with_one_line(tmp_path, photos, capsys) -> None:
     err = capsys.readouterr().err.strip()
     assert err.startswith("lazydet.predict: output=") and "\n" not in err
     assert _hashes(photos) == before
+
+
+@pytest.mark.slow
+def test_an_image_that_cannot_be_resized_is_skipped_and_the_json_still_written(tmp_path) -> None:
+    # 20000x2: the test resize (short edge 128 for shapes) makes it 0 px high, and torch refuses.
+    import json
+
+    import torch
+
+    from lazydet.config import compose
+    from lazydet.evaluation.predictor import Predictor
+    from lazydet.predict import predict_images
+
+    cfg = compose("retinanet_fpn", ["dataset=shapes", "train.init_checkpoint=random"])
+    torch.manual_seed(0)
+    predictor = Predictor.from_config(cfg, device="cpu", batch_size=2)
+    rng = np.random.default_rng(0)
+    images = tmp_path / "in"
+    images.mkdir()
+    Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(images / "a.png")
+    Image.fromarray(rng.integers(0, 255, (2, 20000, 3), dtype=np.uint8)).save(images / "wide.png")
+    out = tmp_path / "out"
+    failed = predict_images(
+        predictor,
+        [images / "a.png", images / "wide.png"],
+        out,
+        results_json=out / "r.json",
+        score_threshold=0.0,
+    )
+    assert failed == [str(images / "wide.png")]
+    assert (out / "a.png").is_file() and not (out / "wide.png").exists()
+    results = json.loads((out / "r.json").read_text())
+    assert all(r["file_name"].endswith("a.png") for r in results)
