@@ -59,12 +59,11 @@ def finished_run(tmp_path_factory) -> tuple[Path, Path]:
 
 
 # (case, extra overrides, exit status, message, files that may change)
-# Each case costs a process start (seconds on a busy 2-core machine): some run with --slow only.
+# Each case costs a process start (seconds on a busy 2-core machine): some run with -m slow only.
 SLOW = pytest.mark.slow
 CASES = [
     ("shorter max_iter", ["schedule.max_iter=4"], 2, "below the iteration", set()),
-    pytest.param("finished, same max_iter", ["schedule.max_iter=6"], 0, "is finished", set(),
-                 marks=SLOW),
+    ("finished, same max_iter", ["schedule.max_iter=6"], 0, "is finished", set()),
     pytest.param("unknown device", ["schedule.max_iter=12", "train.device=tpu"], 2,
                  "not a device", set(), marks=SLOW),
     pytest.param("model of another config", ["schedule.max_iter=12", "model.num_classes=5"], 2,
@@ -105,7 +104,7 @@ def test_a_directory_in_use_is_refused_before_hydra_writes(tmp_path, finished_ru
     assert _hashes(run_dir) == before
 
 
-@pytest.mark.parametrize("value", ["", pytest.param("   ", marks=SLOW)])
+@pytest.mark.parametrize("value", ["", "   "])
 def test_an_empty_run_directory_is_refused(tmp_path, finished_run, value) -> None:
     # An unset shell variable (hydra.run.dir=$RUN): the run would land in the current directory.
     source, data = finished_run
