@@ -254,6 +254,24 @@ def _hydra_files(task_cfg: Any) -> dict[str, str]:
     }
 
 
+def _check_run_directory_free(argv: list[str]) -> None:
+    """``hydra.run.dir=DIR`` that a live training run holds: one message, exit 2, before Hydra
+    writes anything there (its log, its ``.hydra/``). Tried without writing (a non-blocking
+    ``flock`` on an existing ``DIR/.lock``); the run takes the lock itself when it starts."""
+    from lazydet.engine.run_lock import check_run_directory_free
+
+    for text in argv:
+        key, _, value = text.partition("=")
+        if key.lstrip("+") != "hydra.run.dir" or "${" in value or not value.strip():
+            continue
+        directory = Path(value).expanduser()
+        if directory.is_dir():
+            try:
+                check_run_directory_free(directory)
+            except OSError as e:
+                fail("lazydet.train", f"'{text}': {e.strerror or e}", 2)
+
+
 def _check_device_overrides(argv: list[str]) -> None:
     """``train.device=tpu`` on the command line: one message, exit 2, before Hydra creates the
     run directory (a device set in a config file is checked by the run, before it writes)."""
@@ -285,6 +303,7 @@ def main(argv: list[str] | None = None) -> None:
     import hydra
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    _check_run_directory_free(argv)
     command = vet_train_command_line(argv)
     if command is None:
         return

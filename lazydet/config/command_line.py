@@ -196,13 +196,6 @@ def check_output_dir(text: str) -> None:
     path = Path(literal or ".").expanduser().absolute()
     if "${" in value and not literal.endswith("/"):
         path = path.parent  # 'runs/exp_${now:...}': the run directory goes into 'runs/'
-    if key == "hydra.run.dir" and "${" not in value and path.is_dir():
-        from lazydet.engine.run_lock import check_run_directory_free
-
-        try:
-            check_run_directory_free(path)
-        except OSError as e:
-            raise ConfigError(f"'{text}': {e.strerror or e}") from None
     made: list[Path] = []
     try:
         missing = []

@@ -196,10 +196,14 @@ class CheckpointHook(HookBase):
     def _check_fits(self, path: Any, saved: Any) -> None:
         """ConfigError when the checkpoint's model tensors (names, shapes) differ from the
         model's: it belongs to a run of another config."""
-        from .run_lock import RunRefused
-        from .trainer import unwrap_model
+        from torch import nn
 
-        own = unwrap_model(self.trainer.model).state_dict()
+        from .run_lock import RunRefused
+
+        model = self.trainer.model  # unwrapped here: trainer.py imports this module
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        own = model.state_dict()
         saved = saved if isinstance(saved, Mapping) else {}
         missing = [k for k in own if k not in saved]
         unexpected = [k for k in saved if k not in own]

@@ -515,9 +515,7 @@ def check_previous_run(cfg: Any, output_dir: Path) -> None:
     max_iter = select(values, "schedule.max_iter")
     if not isinstance(max_iter, int) or isinstance(max_iter, bool):
         return  # train_built reports it
-    found = Checkpointer.__new__(Checkpointer)  # reading only: no writability probe
-    found.directory, found.max_to_keep, found.metadata, found.run_outputs = output_dir, 1, {}, ()
-    latest = found.load_latest()
+    latest = Checkpointer(output_dir).load_latest()  # the run holds the directory's lock
     if latest is None:
         return
     path, state = latest
