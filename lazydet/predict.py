@@ -12,11 +12,21 @@ folder for one PNG per image; ``results=`` a COCO results json of every detectio
 ``device=``; ``checkpoint=`` a lazydet checkpoint to predict with alone (no ``conf=``);
 ``--show-gt`` draws the ground truth of the config's test dataset (``dataset.test``), or of any
 registered dataset with ``show_gt=NAME``, the same way, to check a newly registered dataset.
+
+Nothing is written over an input: an ``output=`` that is ``input=`` or inside it, or a picture
+or ``results=`` file that would replace an input file, is refused (exit 2) before anything is
+written. Options are checked first too (``score_threshold`` a number in [0, 1],
+``max_images`` / ``batch_size`` positive integers, ``input=`` an image file or a folder,
+``show_gt=`` a registered dataset). An image that cannot be read, resized or predicted is
+named and skipped; the others are drawn, the results json is still written, and the command
+exits 1 at the end.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import stat
 import sys
 from pathlib import Path
 from typing import Any
@@ -69,6 +79,12 @@ def list_images(input_path: str) -> list[Path]:
     path = Path(input_path)
     if not path.exists():
         raise UsageError(f"input={input_path!r} does not exist.")
+    mode = path.stat().st_mode
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise UsageError(
+            f"input={input_path!r} is not a regular file or a folder (a pipe, socket or "
+            "device); give an image file or a folder of images."
+        )
     if path.is_file():
         return [path]
     images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
@@ -77,6 +93,31 @@ def list_images(input_path: str) -> list[Path]:
             f"input={input_path!r} is a folder with no image ({', '.join(sorted(IMAGE_SUFFIXES))})."
         )
     return images
+
+
+def check_outputs_spare_inputs(
+    input_path: str, images: list[Path], output_dir: Path, results_json: Path | None
+) -> None:
+    """UsageError when an output would be written over an input: ``output=`` is ``input=`` (a
+    folder) or inside it, or a picture or the results json would replace an input image."""
+    source = Path(input_path).resolve()
+    target = output_dir.resolve()
+    if source.is_dir() and (target == source or source in target.parents):
+        raise UsageError(
+            f"output={str(output_dir)!r} is {'the' if target == source else 'inside the'} input "
+            f"folder input={input_path!r}: the pictures would be written among (or over) the "
+            "images. Give an output folder outside the input."
+        )
+    inputs = {p.resolve() for p in images}
+    planned = [target / name for name in _output_names(images)]
+    if results_json is not None:
+        planned.append(results_json.resolve())
+    for path in planned:
+        if path in inputs:
+            raise UsageError(
+                f"{path} is an input image and would be overwritten by an output; give "
+                "output= (and results=) outside the input."
+            )
 
 
 def _output_names(paths: list[Path]) -> list[str]:
@@ -118,10 +159,20 @@ def predict_images(
                 failed.append(str(images[i]))
         if not batch:
             continue
-        outs = predictor.predict(tensors)
+        try:
+            outs = predictor.predict(tensors)
+        except _IMAGE_ERRORS:
+            # One image the model cannot take (20000x2: resized to nothing) must not cost the
+            # others: predict them one by one and skip the one(s) that fail.
+            batch, tensors, outs = _predict_one_by_one(predictor, batch, tensors, images, failed)
         for i, image, instances in zip(batch, tensors, outs):
-            picture = draw_predictions(predictor, image, instances, score_threshold)
-            picture.save(output_dir / names[i])
+            try:
+                picture = draw_predictions(predictor, image, instances, score_threshold)
+                picture.save(output_dir / names[i])
+            except _IMAGE_ERRORS as e:
+                logger.error("skipping %s: cannot draw its predictions: %s", images[i], e)
+                failed.append(str(images[i]))
+                continue
             if results_json is not None:
                 for result in instances_to_coco_json(
                     instances, i + 1, contiguous_to_dataset_id=contiguous_to_dataset_id
@@ -135,13 +186,61 @@ def predict_images(
     return failed
 
 
-def _number(own: dict[str, str], key: str, kind: type, default: Any) -> Any:
+# What predicting or drawing one unusable image raises (torch's errors are RuntimeErrors).
+_IMAGE_ERRORS = (RuntimeError, ValueError, OSError, MemoryError, ZeroDivisionError)
+
+
+def _predict_one_by_one(
+    predictor: Any, batch: list[int], tensors: list[Any], images: list[Path], failed: list[str]
+) -> tuple[list[int], list[Any], list[Any]]:
+    kept, kept_tensors, outs = [], [], []
+    for i, tensor in zip(batch, tensors):
+        try:
+            (instances,) = predictor.predict([tensor])
+        except _IMAGE_ERRORS as e:
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            logger.error(
+                "skipping %s (%s px): cannot resize or predict it: %s",
+                images[i],
+                "x".join(str(n) for n in tensor.shape[-2:][::-1]),
+                first,
+            )
+            failed.append(str(images[i]))
+            continue
+        kept.append(i)
+        kept_tensors.append(tensor)
+        outs.append(instances)
+    return kept, kept_tensors, outs
+
+
+def _number(
+    own: dict[str, str],
+    key: str,
+    kind: type,
+    default: Any,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+) -> Any:
+    """``own[key]`` as ``kind`` (``default`` when absent), finite and within [low, high]."""
     if key not in own:
         return default
     try:
-        return kind(own[key])
+        value = kind(own[key])
     except ValueError:
         raise UsageError(f"{key}={own[key]!r} is not a {kind.__name__}.") from None
+    if (
+        (isinstance(value, float) and not math.isfinite(value))
+        or (low is not None and value < low)
+        or (high is not None and value > high)
+    ):
+        bounds = (
+            f"between {low:g} and {high:g}"
+            if high is not None
+            else (f"at least {low:g}" if low is not None else "finite")
+        )
+        raise UsageError(f"{key}={own[key]!r}: give a {kind.__name__} {bounds}.")
+    return value
 
 
 def run(argv: list[str]) -> int:
@@ -151,21 +250,34 @@ def run(argv: list[str]) -> int:
     output_dir = Path(own["output"])
     if output_dir.exists() and not output_dir.is_dir():
         raise UsageError(f"output={own['output']!r} is a file; give a folder.")
+    # Every option is checked before anything is composed, loaded or written.
+    max_images = _number(own, "max_images", int, 20, low=1)
+    batch_size = _number(own, "batch_size", int, 4, low=1)
+    score_threshold = _number(own, "score_threshold", float, 0.5, low=0.0, high=1.0)
+    results_json = Path(own["results"]) if "results" in own else None
+    if not show_gt:
+        if "input" not in own:
+            raise UsageError("Give input=IMAGE_OR_DIR.")
+        images = list_images(own["input"])
+        check_outputs_spare_inputs(own["input"], images, output_dir, results_json)
     cfg = compose_from_command_line(overrides) if overrides else None
     if show_gt:
         name = own.get("show_gt") or (cfg is not None and select_resolved(cfg, "dataset.test"))
         if not name:
             raise UsageError("--show-gt needs conf=EXPERIMENT (its dataset.test) or show_gt=NAME.")
+        from lazydet.data import DatasetCatalog
         from lazydet.evaluation.pictures import show_ground_truth
 
-        show_ground_truth(str(name), output_dir, max_images=_number(own, "max_images", int, 20))
+        if str(name) not in DatasetCatalog.names():
+            raise UsageError(
+                f"show_gt={name!r} is not a registered dataset. Registered: "
+                f"{', '.join(DatasetCatalog.names())}. Register yours with "
+                "lazydet.data.register_coco(name, json_file, image_root)."
+            )
+        show_ground_truth(str(name), output_dir, max_images=max_images)
         return 0
-    if "input" not in own:
-        raise UsageError("Give input=IMAGE_OR_DIR.")
-    images = list_images(own["input"])
     from lazydet.evaluation.predictor import Predictor
 
-    batch_size = _number(own, "batch_size", int, 4)
     device = own.get("device")
     mapping = None
     if "checkpoint" in own:
@@ -191,13 +303,15 @@ def run(argv: list[str]) -> int:
         predictor,
         images,
         output_dir,
-        results_json=Path(own["results"]) if "results" in own else None,
-        score_threshold=_number(own, "score_threshold", float, 0.5),
+        results_json=results_json,
+        score_threshold=score_threshold,
         contiguous_to_dataset_id=mapping,
     )
     if failed:
         print(
-            f"lazydet.predict: {len(failed)} image(s) could not be read: {failed}", file=sys.stderr
+            f"lazydet.predict: {len(failed)} image(s) could not be read, resized or predicted "
+            f"(skipped; the others were written): {failed}",
+            file=sys.stderr,
         )
         return 1
     return 0

@@ -11,7 +11,10 @@ hour into training.
 A run saves the config (``.hydra/`` plus a runnable ``config.py`` and ``config.yaml``) and trains
 it in the run directory (``lazydet.engine.run.run``; see docs/training.md): checkpoints,
 ``metrics.jsonl`` and TensorBoard events land there, and the same command with the same directory
-resumes.
+resumes. Nothing is written into a directory before the run holds its lock and the resume is
+checked: the command line refuses a directory a live run holds before Hydra starts, and Hydra is
+told not to write ``.hydra/`` itself (``hydra.output_subdir=null``); ``train_job`` hands those
+files to the run, which writes them with ``config.py`` once the directory is its own.
 """
 
 from __future__ import annotations
@@ -37,23 +40,41 @@ __all__ = ["main", "run", "train_job"]
 logger = logging.getLogger("lazydet.train")
 
 
-def run(cfg: Any, output_dir: Path) -> dict[str, str]:
+def run(
+    cfg: Any,
+    output_dir: Path,
+    *,
+    extra_files: dict[str, str] | None = None,
+    config_name: str | None = None,
+) -> dict[str, str]:
     """Train ``cfg`` in ``output_dir`` (``lazydet.engine.run.run``) as the command does: print
     the result, and turn its endings into the command's exit statuses.
 
     Problems a user can fix (a non-finite loss, an unwritable run directory, a model and dataset
-    that disagree) end the process with one message and exit status 1; a stop signal (Ctrl-C,
+    that disagree) end the process with one message and exit status 1; a config that does not
+    fit the run directory (a resume into another config's run, a ``schedule.max_iter`` below its
+    checkpoint, an unknown ``train.device``) exits 2 with nothing written; a finished run started
+    again says so and how to train longer, writes nothing and exits 0; a stop signal (Ctrl-C,
     SIGTERM, SIGUSR2) saved a checkpoint and exits with status 128 + the signal number (in a
     submitit SLURM job the job is requeued first, ``lazydet.engine.slurm``). Returns the report
     (``{key: text}``) that Hydra keeps as the job's return value.
     """
     # Imported here: a bad command line is reported before torch is imported (a second).
-    from lazydet.engine.run import TrainResult
+    from lazydet.engine.run import RunFinished, RunRefused, TrainResult
     from lazydet.engine.run import run as run_training
     from lazydet.engine.trainer import NonFiniteLossError
 
     try:
-        result = run_training(cfg, Path(output_dir))
+        result = run_training(
+            cfg, Path(output_dir), extra_files=extra_files, config_name=config_name
+        )
+    except RunFinished as e:
+        print(f"lazydet.train: {e}")
+        raise SystemExit(0) from None
+    except RunRefused as e:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        fail("lazydet.train", e, 2)  # the config does not fit this directory: nothing written
     except InstantiationError as e:
         dataset = (cfg.get("dataset") or {}).get("train")
         if "LAZYDET_DATASETS" in str(e) and not str(dataset).startswith("shapes"):
@@ -174,7 +195,15 @@ def train_job(hydra_cfg: Any) -> dict[str, str]:
     try:
         # Compose again through lazydet rather than converting Hydra's result: one code path for
         # the CLI and for notebooks, with lazydet's override semantics and validation.
-        result, error = run(compose(name, overrides), output_dir), None
+        result, error = (
+            run(
+                compose(name, overrides),
+                output_dir,
+                extra_files=_hydra_files(hydra_cfg) if hydra.output_subdir is None else None,
+                config_name=" ".join([f"{EXPERIMENT_GROUP}={name}", *overrides]),
+            ),
+            None,
+        )
     except (Exception, SystemExit) as e:
         if isinstance(e, SystemExit) and e.code in (0, None):
             result, error = {}, None
@@ -210,17 +239,82 @@ def train_job(hydra_cfg: Any) -> dict[str, str]:
     return result
 
 
+def _hydra_files(task_cfg: Any) -> dict[str, str]:
+    """What Hydra writes into ``.hydra/`` (its ``run_job``: the task config, its own config and
+    the overrides), as text, for the run to write once it owns the directory (Hydra itself is
+    told ``hydra.output_subdir=null``, see ``main``)."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    hydra = HydraConfig.get()
+    return {
+        ".hydra/config.yaml": OmegaConf.to_yaml(task_cfg),
+        ".hydra/hydra.yaml": OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra})),
+        ".hydra/overrides.yaml": OmegaConf.to_yaml(hydra.overrides.task),
+    }
+
+
+def _check_run_directory_free(argv: list[str]) -> None:
+    """``hydra.run.dir=DIR`` that a live training run holds: one message, exit 2, before Hydra
+    writes anything there (its log, its ``.hydra/``). Tried without writing (a non-blocking
+    ``flock`` on an existing ``DIR/.lock``); the run takes the lock itself when it starts."""
+    from lazydet.engine.run_lock import check_run_directory_free
+
+    for text in argv:
+        key, _, value = text.partition("=")
+        if key.lstrip("+") != "hydra.run.dir" or "${" in value or not value.strip():
+            continue
+        directory = Path(value).expanduser()
+        if directory.is_dir():
+            try:
+                check_run_directory_free(directory)
+            except OSError as e:
+                fail("lazydet.train", f"'{text}': {e.strerror or e}", 2)
+
+
+def _check_device_overrides(argv: list[str]) -> None:
+    """``train.device=tpu`` on the command line: one message, exit 2, before Hydra creates the
+    run directory (a device set in a config file is checked by the run, before it writes)."""
+    from lazydet.engine.run import RunRefused, check_device
+
+    for text in argv:
+        key, _, value = text.partition("=")
+        if (
+            key.lstrip("+") == "train.device"
+            and value not in ("", "null", "None")
+            and "," not in value
+        ):
+            try:
+                check_device(value)
+            except RunRefused as e:
+                fail("lazydet.train", e, 2)
+
+
+def _defer_hydra_files(argv: list[str]) -> list[str]:
+    """``argv`` plus ``hydra.output_subdir=null`` unless the command sets it: Hydra writes
+    ``.hydra/`` before the task function runs, i.e. before the run holds the directory's lock
+    and has checked its resume; ``train_job`` writes the same files through the run instead."""
+    if any(a.lstrip("+").split("=", 1)[0] == "hydra.output_subdir" for a in argv):
+        return argv
+    return [*argv, "hydra.output_subdir=null"]
+
+
 def main(argv: list[str] | None = None) -> None:
     import hydra
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    _check_run_directory_free(argv)
     command = vet_train_command_line(argv)
     if command is None:
         return
+    _check_device_overrides(command.argv)
     callbacks = sweep.start_sweep() if command.multirun else {}
     set_launch_options(callbacks=callbacks, experiment=command.experiment)
     register_with_hydra()
-    sys.argv = [sys.argv[0] if sys.argv else "lazydet.train", *command.argv]
+    argv_for_hydra = (
+        command.argv if command.experiment is None else _defer_hydra_files(command.argv)
+    )
+    sys.argv = [sys.argv[0] if sys.argv else "lazydet.train", *argv_for_hydra]
     hydra.main(version_base="1.3", config_path=None, config_name=PRIMARY_CONFIG)(train_job)()
     statuses = sweep.finished_statuses()
     if command.multirun and statuses is not None:

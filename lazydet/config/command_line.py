@@ -170,16 +170,28 @@ def vet_command_line(overrides: list[str], *, multirun: bool) -> list[str]:
 
 
 def check_output_dir(text: str) -> None:
-    """Refuse ``hydra.run.dir`` / ``hydra.sweep.dir`` values that cannot be created, up front.
+    """Refuse ``hydra.run.dir`` / ``hydra.sweep.dir`` values that cannot be used, up front.
 
-    Checked by making the fixed part of the path (before any ``${now:...}``) and removing what
-    was made, so that a bad value costs one message and leaves nothing behind.
+    An empty or blank value (an unset shell variable: ``hydra.run.dir=$RUN``) is refused: Hydra
+    would run in the current directory and write the run's files there. A run directory that
+    a live training process holds (its ``.lock``, tried without writing anything:
+    ``lazydet.engine.checkpointer.check_run_directory_free``) is refused before Hydra writes its
+    logs there. Otherwise checked by making the fixed part of the path (before any
+    ``${now:...}``) and removing what was made, so that a bad value costs one message and leaves
+    nothing behind.
     """
     import tempfile
 
     key, _, value = text.partition("=")
-    if key.lstrip("+") not in ("hydra.run.dir", "hydra.sweep.dir") or not value:
+    key = key.lstrip("+")
+    if key not in ("hydra.run.dir", "hydra.sweep.dir"):
         return
+    if not value.strip():
+        raise ConfigError(
+            f"'{text}': the run directory is empty (an unset shell variable?); the run would "
+            f"write its files into the current directory. Give a directory, e.g. {key}=runs/exp1, "
+            "or leave it out (outputs/DATE/TIME)."
+        )
     literal = value.split("${", 1)[0]
     path = Path(literal or ".").expanduser().absolute()
     if "${" in value and not literal.endswith("/"):

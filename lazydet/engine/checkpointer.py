@@ -17,7 +17,6 @@ model, optimizer, scheduler, scaler, iteration, per-rank RNG states and data pos
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import random
@@ -35,12 +34,25 @@ import torch
 
 from lazydet.checkpoint.store import fsync_directory
 
+from .run_lock import (
+    LockFileError,
+    _claimed_by_this_run,
+    _take_lock,
+    check_run_directory_free,
+    claim_run_directory,
+    release_run_directory,
+)
+
 __all__ = [
     "FINAL_CHECKPOINT",
     "POINTER_FILE",
+    "RUN_CONFIG_FILES",
     "Checkpointer",
     "LockFileError",
     "capture_rng_state",
+    "check_run_directory_free",
+    "claim_run_directory",
+    "release_run_directory",
     "restore_rng_state",
 ]
 
@@ -48,6 +60,9 @@ logger = logging.getLogger(__name__)
 
 FINAL_CHECKPOINT = "model_final.pth"
 POINTER_FILE = "last_checkpoint"
+# The config files a run writes beside its checkpoints (lazydet.engine.run): they describe the
+# checkpoints, so train.resume=false moves them aside with them.
+RUN_CONFIG_FILES = ("config.py", "config.yaml", ".hydra")
 _PERIODIC = re.compile(r"^model_(\d+)\.pth$")
 # Entries a checkpoint must hold for a resume (metadata-only or weights-only files do not count).
 _RESUME_KEYS = ("model", "optimizer", "iteration")
@@ -61,10 +76,6 @@ _TEMPORARY = re.compile(
 )
 # A pointer holds one file name; more than this is not a pointer lazydet wrote.
 _POINTER_MAX_BYTES = 1024
-
-
-class LockFileError(OSError):
-    """The run directory's ``.lock`` is a link or not a plain file lazydet can own."""
 
 
 def _process_alive(pid: int) -> bool:
@@ -121,55 +132,19 @@ class Checkpointer:
         be a regular file with one name: a link planted there (to a file of yours elsewhere)
         is refused rather than written through. Once the lock is held, temporary files that
         killed saves of earlier (dead) processes left behind are removed.
+
+        When the run already holds the directory (:func:`claim_run_directory`, taken by
+        ``lazydet.engine.run.run`` before anything is written, in this process or in the
+        process that spawned this rank), that lock is used.
         """
         try:
-            import fcntl
+            import fcntl  # noqa: F401
         except ImportError:  # not POSIX: no lock, the saves stay atomic
             return
-        path = self.directory / ".lock"
-        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-        try:
-            fd = os.open(path, flags, 0o644)
-        except OSError as e:
-            if e.errno == errno.ELOOP or path.is_symlink():
-                raise LockFileError(
-                    f"The run directory's lock file {path} is a symbolic link (to "
-                    f"{os.readlink(path)!r}); lazydet does not follow it, since writing the "
-                    "lock would write to that file. Remove the link and run again."
-                ) from None
-            raise
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
-            os.close(fd)
-            what = (
-                "is not a regular file"
-                if not stat.S_ISREG(info.st_mode)
-                else (f"has {info.st_nlink} names (a hard link to another file)")
-            )
-            raise LockFileError(
-                f"The run directory's lock file {path} {what}; lazydet writes only a lock file "
-                "it owns. Remove it and run again."
-            )
-        os.set_blocking(fd, True)
-        file = os.fdopen(fd, "r+", encoding="utf-8", errors="replace")
-        try:
-            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            file.seek(0)
-            holder = file.read(200).strip() or "another process"
-            file.close()
-            raise BlockingIOError(
-                e.errno,
-                f"The run directory {self.directory} is in use by a training process "
-                f"({holder}). Wait for it to finish, stop it (Ctrl-C saves and exits), or choose "
-                "another directory with hydra.run.dir=DIR.",
-            ) from None
-        # Ours alone now (a regular file with one name, locked): rewrite the holder line.
-        file.seek(0)
-        file.truncate()
-        file.write(f"pid {os.getpid()}\n")
-        file.flush()
-        self._lock_file = file
+        if _claimed_by_this_run(self.directory):
+            self.remove_stale_temporaries()
+            return
+        self._lock_file = _take_lock(self.directory)
         self.remove_stale_temporaries()
 
     def remove_stale_temporaries(self) -> list[Path]:
@@ -371,14 +346,17 @@ class Checkpointer:
         return None
 
     def move_aside(self) -> Path | None:
-        """Move this directory's checkpoints and pointer into ``superseded-<time>/`` (for
-        ``train.resume=false``): a fresh run must not resume them later, and nothing is lost."""
+        """Move this directory's checkpoints and pointer, with the config files that describe
+        them (``RUN_CONFIG_FILES``) and the ``run_outputs``, into ``superseded-<time>/`` (for
+        ``train.resume=false``): a fresh run must not resume them later, and nothing is lost.
+        Call before the new run writes its own config files."""
         files = [*self.periodic_checkpoints(), self.directory / FINAL_CHECKPOINT]
         files = [p for p in files if p.is_file()]
         pointer = self.directory / POINTER_FILE
         if not files and not pointer.exists():
             return None
-        files += [self.directory / n for n in self.run_outputs if (self.directory / n).exists()]
+        owned = (*RUN_CONFIG_FILES, *self.run_outputs)
+        files += [self.directory / n for n in owned if (self.directory / n).exists()]
         target = self.directory / time.strftime("superseded-%Y%m%d-%H%M%S")
         suffix = 0
         while target.exists():

@@ -130,19 +130,37 @@ class CheckpointHook(HookBase):
     """Resumes in ``before_train``; saves every ``period`` iterations, on a stop signal, and
     ``model_final.pth`` at the end.
 
+    A checkpoint whose model tensors (names and shapes) do not fit this run's model is refused
+    with a ``RunRefused`` (a ConfigError) naming the run directory's ``config.py`` (the config the checkpoint was
+    trained with) and ``config_name`` (this command's), before anything is loaded or written.
+
     Args:
         checkpointer: the run directory's :class:`Checkpointer`.
         period: iterations between periodic saves.
         resume: load the newest complete checkpoint before the first step (else move old ones
             aside and start over).
+        write_run_files: called on rank 0 once the resume is decided (the checkpoint fits, or
+            the old run was moved aside), before anything else is written: the run's config
+            files are written there, so a refused resume leaves the old ones in place.
+        config_name: this command's config, for the message of a checkpoint that does not fit.
     """
 
-    def __init__(self, checkpointer: Checkpointer, *, period: int, resume: bool = True) -> None:
+    def __init__(
+        self,
+        checkpointer: Checkpointer,
+        *,
+        period: int,
+        resume: bool = True,
+        write_run_files: Callable[[], None] | None = None,
+        config_name: str = "this command's config",
+    ) -> None:
         if period < 1:
             raise ValueError(f"checkpoint period must be >= 1, got {period}")
         self.checkpointer = checkpointer
         self.period = period
         self.resume = resume
+        self.write_run_files = write_run_files
+        self.config_name = config_name
         self.resumed_from: str | None = None
         self.last_saved: str | None = None
 
@@ -159,15 +177,60 @@ class CheckpointHook(HookBase):
                         self.checkpointer.directory,
                         moved,
                     )
-            comm.synchronize()
+            self._write_run_files()
             return
         found = self.checkpointer.load_latest()
-        if found is None:
+        if found is not None:
+            path, state = found
+            self._check_fits(path, state.get("model"))
+            self.trainer.load_state_dict(state)
+            self.resumed_from = str(path)
+            logger.info("Resumed from %s at iteration %d", path, self.trainer.start_iter)
+        self._write_run_files()
+
+    def _write_run_files(self) -> None:
+        if self.write_run_files is not None and comm.is_main_process():
+            self.write_run_files()
+        comm.synchronize()
+
+    def _check_fits(self, path: Any, saved: Any) -> None:
+        """ConfigError when the checkpoint's model tensors (names, shapes) differ from the
+        model's: it belongs to a run of another config."""
+        from torch import nn
+
+        from .run_lock import RunRefused
+
+        model = self.trainer.model  # unwrapped here: trainer.py imports this module
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        own = model.state_dict()
+        saved = saved if isinstance(saved, Mapping) else {}
+        missing = [k for k in own if k not in saved]
+        unexpected = [k for k in saved if k not in own]
+        shapes = [
+            f"{k} {tuple(saved[k].shape)} vs {tuple(own[k].shape)}"
+            for k in own
+            if k in saved and hasattr(saved[k], "shape") and saved[k].shape != own[k].shape
+        ]
+        if not (missing or unexpected or shapes):
             return
-        path, state = found
-        self.trainer.load_state_dict(state)
-        self.resumed_from = str(path)
-        logger.info("Resumed from %s at iteration %d", path, self.trainer.start_iter)
+        parts = []
+        for what, names in (
+            ("missing from the checkpoint", missing),
+            ("not in the model", unexpected),
+            ("of another shape (checkpoint vs model)", shapes),
+        ):
+            if names:
+                more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+                parts.append(f"{len(names)} tensor(s) {what}: {', '.join(names[:3])}{more}")
+        directory = self.checkpointer.directory
+        raise RunRefused(
+            f"Cannot resume: {path} does not fit the model of {self.config_name} "
+            f"({'; '.join(parts)}). The run in {directory} was trained with "
+            f"{directory / 'config.py'}. Resume it with that config (conf={directory / 'config.py'}), "
+            "train this config in a new directory (hydra.run.dir=NEW_DIR), or start over here "
+            "with train.resume=false (the old run is moved aside). Nothing was changed."
+        )
 
     def _save(self, name: str) -> None:
         state = self.trainer.state_dict()  # collective under DDP: every rank calls it

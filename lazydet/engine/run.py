@@ -15,6 +15,7 @@ never by walking it by hand.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import random
@@ -35,13 +36,22 @@ from lazydet.utils import comm
 from lazydet.utils.comm import select_device
 from lazydet.utils.events import ConsoleWriter, JSONLinesWriter, TensorBoardWriter
 
-from .checkpointer import FINAL_CHECKPOINT, Checkpointer
+from .checkpointer import (
+    FINAL_CHECKPOINT,
+    Checkpointer,
+    claim_run_directory,
+    release_run_directory,
+)
 from .hooks import CheckpointHook, EvalHook, MetricsHook
 from .launch import launch, linear_scaling, wrap_model
+from .run_lock import RunRefused
 from .train_config import TrainConfig
 from .trainer import Trainer, unwrap_model
 
 __all__ = [
+    "RunFiles",
+    "RunFinished",
+    "RunRefused",
     "TrainResult",
     "apply_linear_scaling",
     "build",
@@ -189,11 +199,14 @@ def train_built(
     cfg: Mapping[str, Any],
     built: Mapping[str, Any],
     output_dir: str | os.PathLike,
+    *,
+    run_files: RunFiles | None = None,
 ) -> TrainResult:
     """Train ``built["model"]`` as the config says; write checkpoints, metrics.jsonl and
     TensorBoard events under ``output_dir``. Call seeded (``seed_everything``) and, under DDP,
     with the process group initialised; the model is moved to the device and wrapped in
-    DistributedDataParallel here when the world size is above 1.
+    DistributedDataParallel here when the world size is above 1. ``run_files`` (the run's
+    config files) are written once the resume is decided, before the metrics.
     """
     output_dir = Path(output_dir)
     train_cfg = built.get("train")
@@ -219,11 +232,15 @@ def train_built(
     checkpointer = Checkpointer(
         output_dir,
         max_to_keep=train_cfg.max_to_keep,
-        run_outputs=("metrics.jsonl", "tensorboard"),
+        run_outputs=RUN_OUTPUTS,
         metadata=_metadata(cfg, select(resolve(cfg), "dataloader.train.dataset")),
     )
     checkpoint_hook = CheckpointHook(
-        checkpointer, period=train_cfg.checkpoint_period, resume=train_cfg.resume
+        checkpointer,
+        period=train_cfg.checkpoint_period,
+        resume=train_cfg.resume,
+        write_run_files=run_files.write if run_files is not None else None,
+        config_name=run_files.config_name if run_files is not None else "this config",
     )
     tensorboard_dir = output_dir / "tensorboard"
     metrics_file = output_dir / "metrics.jsonl"
@@ -379,7 +396,9 @@ def build(cfg: Any) -> dict[str, Any]:
     return {**built, "init_checkpoint": report}
 
 
-def train_on_this_rank(cfg: Any, output_dir: Path) -> TrainResult:
+def train_on_this_rank(
+    cfg: Any, output_dir: Path, run_files: RunFiles | None = None
+) -> TrainResult:
     """One rank of a run (what ``launch`` starts): seed, build, train."""
     from lazydet.utils.logging import setup_logging
 
@@ -395,7 +414,7 @@ def train_on_this_rank(cfg: Any, output_dir: Path) -> TrainResult:
     built = build(cfg)
     built.pop("init_checkpoint", None)
     seed_everything(seed + comm.get_rank())  # different dropout and sampling on each rank
-    return train_built(cfg, built, output_dir)
+    return train_built(cfg, built, output_dir, run_files=run_files)
 
 
 def _describe(obj: Any) -> str:
@@ -416,8 +435,118 @@ def _describe(obj: Any) -> str:
     return type(obj).__name__
 
 
-def run(cfg: Any, output_dir: str | os.PathLike) -> TrainResult | dict[str, str]:
-    """Save the composed config in ``output_dir``, build it and train it (docs/training.md).
+# Files of the run directory that belong to its checkpoints' run: train.resume=false moves them
+# aside with the checkpoints and the config files (``checkpointer.RUN_CONFIG_FILES``).
+RUN_OUTPUTS = (
+    "metrics.jsonl",
+    "tensorboard",
+    "coco_instances_results.json",
+    "val_predictions.png",
+    "curves.png",
+)
+
+
+@dataclass
+class RunFiles:
+    """The config files a run writes into its directory once it owns it and the resume is
+    decided (``config.py``, ``config.yaml`` and, from Hydra, ``.hydra/*.yaml``): the config as
+    composed, before linear scaling rewrites it, so that running it again gives the same run.
+
+    Attributes:
+        config: the composed config (a copy, kept unchanged).
+        output_dir: the run directory.
+        extra: more files, ``{relative path: text}`` (Hydra's ``.hydra/`` files).
+        config_name: how the messages name this config (``conf=NAME overrides...``).
+    """
+
+    config: Any
+    output_dir: Path
+    extra: dict[str, str]
+    config_name: str
+
+    def write(self) -> None:
+        save(self.config, self.output_dir / "config.py")
+        save(self.config, self.output_dir / "config.yaml")
+        for relative, text in self.extra.items():
+            path = self.output_dir / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+            tmp.write_text(text)
+            os.replace(tmp, path)
+        logger.info("Config saved to %s", self.output_dir / "config.py")
+
+
+class RunFinished(Exception):
+    """The run directory holds a finished run of this length: nothing to do, nothing written.
+
+    ``str()`` says so and how to train longer."""
+
+
+def check_device(spec: Any, *, key: str = "train.device") -> None:
+    """ConfigError for a device ``spec`` torch cannot name or this machine lacks (None: fine)."""
+    if spec is None:
+        return
+    try:
+        select_device(spec, key=key)
+    except (RuntimeError, ValueError, TypeError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "no CUDA device" in first:
+            raise RunRefused(first) from None
+        raise RunRefused(
+            f"{key}={spec!r} is not a device torch knows ({first}); use cpu, cuda, cuda:N, or "
+            "leave it unset (this process's GPU if there is one, else the CPU)."
+        ) from None
+
+
+def _launching_rank() -> int:
+    """This process's rank as its launcher set it (torchrun ``RANK``, SLURM ``SLURM_PROCID``),
+    before any process group exists; 0 for a plain process (which may spawn the others)."""
+    text = os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))
+    return int(text) if text.strip().isdigit() else 0
+
+
+def check_previous_run(cfg: Any, output_dir: Path) -> None:
+    """Before a resume writes anything: refuse a ``schedule.max_iter`` below the iteration of the
+    directory's newest checkpoint (ConfigError with the fix), and raise :class:`RunFinished` when
+    that checkpoint already reached it."""
+    values = resolve(cfg)
+    if select(values, "train.resume") is False:
+        return
+    max_iter = select(values, "schedule.max_iter")
+    if not isinstance(max_iter, int) or isinstance(max_iter, bool):
+        return  # train_built reports it
+    latest = Checkpointer(output_dir).load_latest()  # the run holds the directory's lock
+    if latest is None:
+        return
+    path, state = latest
+    done = state.get("iteration")
+    if not isinstance(done, int) or isinstance(done, bool):
+        return
+    if done > max_iter:
+        raise RunRefused(
+            f"schedule.max_iter={max_iter} is below the iteration of this run's checkpoint "
+            f"{path} ({done}): a run cannot be shortened after the fact. Give schedule.max_iter "
+            f"of at least {done} to resume it, train.resume=false to start over here (the old run "
+            "is moved aside), or a new hydra.run.dir=DIR. Nothing was changed."
+        )
+    if done == max_iter:
+        raise RunFinished(
+            f"The run in {output_dir} is finished ({done} of {max_iter} iterations, {path.name}); "
+            f"nothing to do, nothing was written. To train longer, give a larger "
+            f"schedule.max_iter (e.g. schedule.max_iter={max(2 * done, done + 1)}: it resumes from "
+            "this checkpoint); to train again from the start, give a new hydra.run.dir=DIR (or "
+            "train.resume=false, which moves this run aside)."
+        )
+
+
+def run(
+    cfg: Any,
+    output_dir: str | os.PathLike,
+    *,
+    extra_files: Mapping[str, str] | None = None,
+    config_name: str | None = None,
+) -> TrainResult | dict[str, str]:
+    """Train ``cfg`` in ``output_dir`` and save its config there (docs/training.md).
 
     Training needs ``dataloader.train``, ``schedule`` (``max_iter``, ``lr_scheduler``),
     ``optimizer`` and a ``train = L(TrainConfig)(...)`` node. Runs one process, or one per GPU /
@@ -425,36 +554,65 @@ def run(cfg: Any, output_dir: str | os.PathLike) -> TrainResult | dict[str, str]
     :func:`train_on_this_rank`; returns rank 0's :class:`TrainResult`. The same run directory
     resumes from its newest complete checkpoint. A config without ``dataloader`` and
     ``schedule`` (a model-only experiment) is built and described (``{key: text}``), not trained.
+
+    Nothing the run does not own is overwritten: the directory's lock is taken first (a run in
+    progress there: BlockingIOError); a resume is checked against the checkpoint
+    (:func:`check_previous_run`: a shorter ``max_iter`` is a ConfigError, a finished run raises
+    :class:`RunFinished`; a model that does not fit it, a ConfigError from the checkpoint hook)
+    before ``config.py``, ``config.yaml`` and ``extra_files`` (``{relative path: text}``, e.g.
+    Hydra's ``.hydra/``) are written; ``train.resume=false`` moves the old run's checkpoints
+    and config files aside first. ``config_name`` names this config in messages.
     """
+    if not str(output_dir).strip():
+        raise RunRefused(
+            "The run directory is empty (an unset shell variable in hydra.run.dir=?); give "
+            "one, e.g. hydra.run.dir=runs/exp1."
+        )
     output_dir = Path(output_dir)
     check_evaluation_setup(cfg)  # eval_period > 0 with no evaluator: a config error, first
-    output_dir.mkdir(parents=True, exist_ok=True)
-    if comm.is_main_process():
-        save(cfg, output_dir / "config.py")
-        save(cfg, output_dir / "config.yaml")
-        logger.info("Config saved to %s", output_dir / "config.py")
-    if not ("dataloader" in cfg and "schedule" in cfg):
-        seed_everything(int(select(cfg, "train.seed") or 0))
-        built = build(cfg)
-        checkpoint_report = built.pop("init_checkpoint")
-        report = {key: _describe(value) for key, value in built.items()}
-        for key, text in report.items():
-            logger.info("%s: %s", key, text)
-        if checkpoint_report is not None:
-            report["init_checkpoint"] = str(checkpoint_report).splitlines()[0]
-        logger.warning(
-            "The config has no dataloader and schedule: built and saved, nothing to train."
-        )
-        return report
-    train_node = select(cfg, "train") or {}
-    if train_node.get("_target_") != f"{TrainConfig.__module__}.TrainConfig":
-        raise ConfigError(
-            "train: training needs a typed node, train = L(TrainConfig)(...) with "
-            "`from lazydet.engine.train_config import TrainConfig` (see docs/training.md); "
-            f"this config has {type(train_node).__name__} {dict(train_node)!r}."
-        )
-    return launch(
-        train_on_this_rank,
-        num_processes=train_node.get("num_processes"),
-        args=(cfg, output_dir),
+    check_device(select(resolve(cfg), "train.device"))
+    run_files = RunFiles(
+        config=copy.deepcopy(cfg),
+        output_dir=output_dir,
+        extra=dict(extra_files or {}),
+        config_name=config_name or "this command's config",
     )
+    launching = _launching_rank() == 0
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if launching:
+        claim_run_directory(output_dir)  # before anything else is written here
+    try:
+        if not ("dataloader" in cfg and "schedule" in cfg):
+            if launching:
+                run_files.write()
+            return _build_and_describe(cfg)
+        train_node = select(cfg, "train") or {}
+        if train_node.get("_target_") != f"{TrainConfig.__module__}.TrainConfig":
+            raise ConfigError(
+                "train: training needs a typed node, train = L(TrainConfig)(...) with "
+                "`from lazydet.engine.train_config import TrainConfig` (see docs/training.md); "
+                f"this config has {type(train_node).__name__} {dict(train_node)!r}."
+            )
+        if launching:
+            check_previous_run(cfg, output_dir)
+        return launch(
+            train_on_this_rank,
+            num_processes=train_node.get("num_processes"),
+            args=(cfg, output_dir, run_files if launching else None),
+        )
+    finally:
+        if launching:
+            release_run_directory(output_dir)
+
+
+def _build_and_describe(cfg: Any) -> dict[str, str]:
+    seed_everything(int(select(cfg, "train.seed") or 0))
+    built = build(cfg)
+    checkpoint_report = built.pop("init_checkpoint")
+    report = {key: _describe(value) for key, value in built.items()}
+    for key, text in report.items():
+        logger.info("%s: %s", key, text)
+    if checkpoint_report is not None:
+        report["init_checkpoint"] = str(checkpoint_report).splitlines()[0]
+    logger.warning("The config has no dataloader and schedule: built and saved, nothing to train.")
+    return report
