@@ -34,6 +34,7 @@ from lazydet.engine.evaluation_setup import check_evaluation_setup
 from lazydet.utils import comm
 from lazydet.utils.comm import select_device
 from lazydet.utils.events import ConsoleWriter, JSONLinesWriter, TensorBoardWriter
+from lazydet.utils.logging import setup_logging
 
 from .checkpointer import FINAL_CHECKPOINT, Checkpointer
 from .hooks import CheckpointHook, EvalHook, MetricsHook
@@ -429,6 +430,7 @@ def run(cfg: Any, output_dir: str | os.PathLike) -> TrainResult | dict[str, str]
     output_dir = Path(output_dir)
     check_evaluation_setup(cfg)  # eval_period > 0 with no evaluator: a config error, first
     output_dir.mkdir(parents=True, exist_ok=True)
+    setup_logging(output_dir)  # from the first line on, the run's log.txt has what the console has
     if comm.is_main_process():
         save(cfg, output_dir / "config.py")
         save(cfg, output_dir / "config.yaml")

@@ -227,3 +227,29 @@ def test_the_validation_grid_says_so_and_names_the_predict_command(images, tmp_p
     assert warning.startswith("val_predictions.png: all 6 detections")
     assert f"checkpoint={tmp_path / 'model_final.pth'}" in warning
     assert warning.endswith("score_threshold=0.3.")
+
+
+# --- one log file per run ---------------------------------------------------------------------
+
+
+def test_a_run_has_one_log_file_with_every_console_line(fixture_conf, tmp_path):
+    # Before: Hydra's train.log and lazydet's log.txt held the same lines (and the first ones,
+    # "Config saved to ...", reached train.log only).
+    done = subprocess.run(
+        [sys.executable, "-m", "lazydet.train", "conf=toy", "hydra.run.dir=run"],
+        cwd=tmp_path,
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    run_dir = tmp_path / "run"
+    assert sorted(p.name for p in run_dir.glob("*.log")) == []
+    log = (run_dir / "log.txt").read_text().splitlines()
+    assert log[0].endswith(f"Config saved to {run_dir / 'config.py'}")
+    console = [line for line in done.stdout.splitlines() if "lazydet." in line]
+    assert console and len(console) == len(log)
+    # The console keeps Hydra's format with its timestamps; each line is in the file.
+    for shown, logged in zip(console, log):
+        assert shown.startswith("[20") and shown.split("] - ", 1)[1] == logged.split("] ", 1)[1]
