@@ -253,3 +253,22 @@ def test_a_run_has_one_log_file_with_every_console_line(fixture_conf, tmp_path):
     # The console keeps Hydra's format with its timestamps; each line is in the file.
     for shown, logged in zip(console, log):
         assert shown.startswith("[20") and shown.split("] - ", 1)[1] == logged.split("] ", 1)[1]
+
+
+def test_the_first_lines_of_a_torchrun_rank_go_to_its_own_file(tmp_path, monkeypatch):
+    # Before the process group is joined (the run's first lines), torchrun's variables say the
+    # rank: rank 2 must not write "Config saved" into rank 0's log.txt.
+    from lazydet.utils.logging import setup_logging
+
+    monkeypatch.setenv("RANK", "2")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    root = logging.getLogger()
+    before = list(root.handlers)
+    try:
+        setup_logging(tmp_path).error("early line")
+    finally:
+        for handler in [h for h in root.handlers if h not in before]:
+            root.removeHandler(handler)
+            handler.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log.rank2.txt"]
+    assert "[rank2]" in (tmp_path / "log.rank2.txt").read_text()
