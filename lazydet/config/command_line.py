@@ -3,6 +3,9 @@ share between the command line and a composed config.
 
 The pipeline, from a command line to a config (``vet_command_line`` then ``compose``):
 
+0. **habits** (``refuse_detectron2_habits``, in every command): Detectron2's flags and yacs keys
+   (``--config-file X``, ``--num-gpus N``, ``--resume``, ``--eval-only``, ``MODEL.WEIGHTS X``)
+   get one line each naming the lazydet way, exit 2.
 1. **split** (``config.overrides.split_overrides``): the words become the experiment
    (``conf=NAME`` or ``conf=path/to/exp.py``, see ``file_experiments``), group choices
    (``model/backbone=vit_b``, also written ``model.backbone=vit_b``), value overrides
@@ -16,8 +19,9 @@ The pipeline, from a command line to a config (``vet_command_line`` then ``compo
    private API).
 4. **build**: the chosen files are executed (``config.files.load``) into one ``Config`` tree.
 5. **checked value overrides** (``config.overrides.apply_value_override``): each ``KEY=VALUE``
-   is checked against the signature of the class it configures, then applied (every value of a
-   sweep is checked).
+   is checked against the signature of the class it configures (a key of a plain mapping, such
+   as ``schedule.max_iter``, against the kind of value the config wrote), then applied (every
+   value of a sweep is checked).
 6. **validate** (``config.validate``): the whole config, every problem at once.
 
 ``vet_command_line`` runs 1-6 for each job of a sweep (up to ``MAX_VETTED_JOBS``) before Hydra
