@@ -141,13 +141,14 @@ def predict_images(
     """
     from lazydet.evaluation.coco_eval import write_results_json
     from lazydet.evaluation.coco_evaluator import instances_to_coco_json
-    from lazydet.evaluation.pictures import draw_predictions
+    from lazydet.evaluation.pictures import all_hidden_message, draw_predictions
     from lazydet.evaluation.predictor import to_image_tensor
 
     output_dir.mkdir(parents=True, exist_ok=True)
     names = _output_names(images)
     failed: list[str] = []
     results: list[dict] = []
+    drawings = []
     for start in range(0, len(images), predictor.batch_size):
         batch, tensors, outs = [], [], []
         for i in range(start, min(start + predictor.batch_size, len(images))):
@@ -167,12 +168,13 @@ def predict_images(
             batch, tensors, outs = _predict_one_by_one(predictor, batch, tensors, images, failed)
         for i, image, instances in zip(batch, tensors, outs):
             try:
-                picture = draw_predictions(predictor, image, instances, score_threshold)
-                picture.save(output_dir / names[i])
+                drawing = draw_predictions(predictor, image, instances, score_threshold)
+                drawing.picture.save(output_dir / names[i])
             except _IMAGE_ERRORS as e:
                 logger.error("skipping %s: cannot draw its predictions: %s", images[i], e)
                 failed.append(str(images[i]))
                 continue
+            drawings.append(drawing)
             if results_json is not None:
                 for result in instances_to_coco_json(
                     instances, i + 1, contiguous_to_dataset_id=contiguous_to_dataset_id
@@ -180,6 +182,9 @@ def predict_images(
                     result["file_name"] = str(images[i])
                     results.append(result)
             logger.info("%s: %d detections -> %s", images[i], len(instances), output_dir / names[i])
+    note = all_hidden_message(drawings, score_threshold)  # every picture empty: say why
+    if note:
+        logger.warning("%s", note)
     if results_json is not None:
         write_results_json(results, results_json)
         logger.info("COCO results (image_id = position in the input list): %s", results_json)

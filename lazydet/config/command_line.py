@@ -3,6 +3,9 @@ share between the command line and a composed config.
 
 The pipeline, from a command line to a config (``vet_command_line`` then ``compose``):
 
+0. **habits** (``refuse_detectron2_habits``, in every command): Detectron2's flags and yacs keys
+   (``--config-file X``, ``--num-gpus N``, ``--resume``, ``--eval-only``, ``MODEL.WEIGHTS X``)
+   get one line each naming the lazydet way, exit 2.
 1. **split** (``config.overrides.split_overrides``): the words become the experiment
    (``conf=NAME`` or ``conf=path/to/exp.py``, see ``file_experiments``), group choices
    (``model/backbone=vit_b``, also written ``model.backbone=vit_b``), value overrides
@@ -16,8 +19,9 @@ The pipeline, from a command line to a config (``vet_command_line`` then ``compo
    private API).
 4. **build**: the chosen files are executed (``config.files.load``) into one ``Config`` tree.
 5. **checked value overrides** (``config.overrides.apply_value_override``): each ``KEY=VALUE``
-   is checked against the signature of the class it configures, then applied (every value of a
-   sweep is checked).
+   is checked against the signature of the class it configures (a key of a plain mapping, such
+   as ``schedule.max_iter``, against the kind of value the config wrote), then applied (every
+   value of a sweep is checked).
 6. **validate** (``config.validate``): the whole config, every problem at once.
 
 ``vet_command_line`` runs 1-6 for each job of a sweep (up to ``MAX_VETTED_JOBS``) before Hydra
@@ -55,9 +59,11 @@ __all__ = [
     "check_output_dir",
     "command_main",
     "compose_from_command_line",
+    "detectron2_habits",
     "file_experiments",
     "help_text",
     "print_job_configs",
+    "refuse_detectron2_habits",
     "vet_command_line",
 ]
 
@@ -288,6 +294,102 @@ class UsageError(ValueError):
     """A command line that cannot run as written (a missing or malformed argument): exit 2."""
 
 
+# Detectron2's yacs keys (``MODEL.WEIGHTS path``) that have one lazydet key; others get the
+# general advice. ``{value}`` is the value the user gave after the key.
+_YACS_KEYS = {
+    "MODEL.WEIGHTS": "train.init_checkpoint={value}",
+    "MODEL.DEVICE": "train.device={value}",
+    "SOLVER.BASE_LR": "optimizer.lr={value}",
+    "SOLVER.MAX_ITER": "schedule.max_iter={value}",
+    "SOLVER.IMS_PER_BATCH": "dataloader.train.total_batch_size={value}",
+    "SOLVER.CHECKPOINT_PERIOD": "train.checkpoint_period={value}",
+    "SOLVER.AMP.ENABLED": "train.amp=fp16 (or bf16)",
+    "TEST.EVAL_PERIOD": "train.eval_period={value}",
+    "SEED": "train.seed={value}",
+}
+
+
+def _is_yacs_key(word: str) -> bool:
+    """``MODEL.WEIGHTS``, ``SOLVER.BASE_LR``, ``OUTPUT_DIR``: Detectron2's upper-case keys."""
+    import re
+
+    return bool(re.fullmatch(r"[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)*", word)) and (
+        "." in word or word in ("OUTPUT_DIR", "SEED")
+    )
+
+
+def detectron2_habits(argv: list[str], prog: str) -> list[str]:
+    """One line per Detectron2 habit in ``argv`` (``--eval-only``, ``--resume``,
+    ``--config-file X``, ``--num-gpus N``, ``MODEL.WEIGHTS X``...), naming the lazydet way.
+
+    Empty when there is none. ``prog`` (``lazydet.train``, ``lazydet.evaluate``,
+    ``lazydet.predict``) picks the advice that fits the command.
+    """
+    lines: list[str] = []
+    training = prog == "lazydet.train"
+    experiment = next((w for w in argv if w.startswith("conf=")), "conf=EXPERIMENT")
+    words = list(argv)
+    for i, word in enumerate(words):
+        flag, has_value, inline = word.partition("=")
+        following = words[i + 1] if i + 1 < len(words) else ""
+        value = inline if has_value else following
+        if not value or value.startswith("-") or "=" in value:
+            value = "VALUE"
+        if flag == "--eval-only":
+            lines.append(
+                "--eval-only is Detectron2's; lazydet evaluates a checkpoint with its own command: "
+                f"python -m lazydet.evaluate {experiment} train.init_checkpoint=PATH"
+                if prog != "lazydet.evaluate"
+                else "--eval-only is Detectron2's; lazydet.evaluate only evaluates: drop it."
+            )
+        elif flag == "--resume":
+            lines.append(
+                "--resume is Detectron2's; lazydet resumes on its own: run the same command with "
+                "the same hydra.run.dir and it continues from the newest checkpoint there "
+                "(train.resume=false starts over)."
+            )
+        elif flag == "--config-file":
+            if value.endswith((".yaml", ".yml")):
+                lines.append(
+                    "--config-file is Detectron2's; lazydet's configs are Python: conf=NAME (an "
+                    "experiment; --help lists them) or conf=path/to/exp.py."
+                )
+            else:
+                name = value if value != "VALUE" else "EXPERIMENT"
+                lines.append(f"--config-file is Detectron2's; lazydet writes conf={name}.")
+        elif flag == "--num-gpus":
+            lines.append(
+                f"--num-gpus is Detectron2's; lazydet writes train.num_processes={value} (the "
+                "default trains on every visible GPU; torchrun and srun work too)."
+                if training
+                else "--num-gpus is Detectron2's; run this command under torchrun "
+                "(torchrun --nproc-per-node=N -m " + prog + " ...) to use several GPUs."
+            )
+        elif flag in ("--num-machines", "--machine-rank", "--dist-url"):
+            lines.append(
+                f"{flag} is Detectron2's; lazydet joins torchrun's or srun's process group: "
+                "start it with torchrun or srun (README, 'Several GPUs')."
+            )
+        elif flag == "--opts":
+            lines.append("--opts is Detectron2's; give overrides as KEY=VALUE words directly.")
+        elif _is_yacs_key(flag):
+            if flag == "OUTPUT_DIR":
+                lazydet_way = f"hydra.run.dir={value}" if training else f"output={value}"
+            elif flag in _YACS_KEYS:
+                lazydet_way = _YACS_KEYS[flag].format(value=value)
+            else:
+                lazydet_way = "KEY=VALUE on the config's own keys (--cfg job prints them)"
+            lines.append(f"'{flag}' is a Detectron2 (yacs) key; lazydet writes {lazydet_way}.")
+    return lines
+
+
+def refuse_detectron2_habits(argv: list[str], prog: str) -> None:
+    """Raise UsageError with ``detectron2_habits``'s lines, one per habit, if there are any."""
+    lines = detectron2_habits(argv, prog)
+    if lines:
+        raise UsageError(f"\n{prog}: ".join(lines))
+
+
 def command_main(
     prog: str, doc: str | None, run: Callable[[list[str]], Any], argv: list[str] | None = None
 ) -> None:
@@ -298,6 +400,7 @@ def command_main(
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
+        refuse_detectron2_habits(argv, prog)
         code = run(argv)
     except (UsageError, ConfigError) as e:
         print(f"{prog}: {e}", file=sys.stderr)
@@ -343,6 +446,10 @@ def vet_train_command_line(argv: list[str]) -> TrainCommand | None:
         except ConfigError as e:
             fail(prog, e, 2)
         return None
+    try:
+        refuse_detectron2_habits(argv, prog)
+    except UsageError as e:
+        fail(prog, e, 2)
     args = args_parser().parse_args(argv)  # a bad flag: argparse's message, exit 2
     try:
         given = file_experiments(list(args.overrides))  # conf=file.py: on the config path

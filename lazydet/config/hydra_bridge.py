@@ -73,6 +73,8 @@ __all__ = [
 ]
 
 PRIMARY_CONFIG = "lazydet"
+# Hydra's default job-logging format, for the console (its stdout option prints bare messages).
+HYDRA_CONSOLE_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
 SCHEME = "lazydet"
 
 
@@ -199,8 +201,15 @@ def register_with_hydra(tree: ConfigTree | None = None) -> ConfigTree:
     ConfigStore.instance().store(
         name=PRIMARY_CONFIG,
         node={
-            "defaults": ["_self_", {EXPERIMENT_GROUP: _LAUNCH["experiment"]}],
+            # One log file per run: lazydet's log.txt (lazydet.utils.logging, one per rank).
+            # Hydra's job logging keeps its console and its line format, without its file.
+            "defaults": [
+                "_self_",
+                {EXPERIMENT_GROUP: _LAUNCH["experiment"]},
+                {"override hydra/job_logging": "stdout"},
+            ],
             "hydra": {
+                "job_logging": {"formatters": {"simple": {"format": HYDRA_CONSOLE_FORMAT}}},
                 "callbacks": _LAUNCH["callbacks"],
                 "searchpath": [f"{SCHEME}://{root}" for root in tree.roots],
                 "job": {"chdir": False},

@@ -13,7 +13,7 @@ from typing import Any
 
 from .errors import ConfigError, did_you_mean
 from .lazy import TARGET, Config, _target_signature, store, to_node
-from .signature import check_key, check_value
+from .signature import check_key, check_value, type_mismatch
 from .tree import CONFIG_PATH_ENV, EXPERIMENT_GROUP, ConfigTree
 
 __all__ = [
@@ -131,8 +131,34 @@ def split_overrides(overrides: Iterable[str], tree: ConfigTree) -> SplitOverride
                     f"{prefix}{group}={value_text}" if "=" in text else f"{prefix}{group}"
                 )
         else:
+            _refuse_group_without_parent(text, override, groups)
             out.values.append(override)
     return out
+
+
+def _refuse_group_without_parent(text: str, override: Any, groups: dict[str, list[str]]) -> None:
+    """``backbone=resnet50``: a group named without its parent (``model/backbone``) is the
+    usual slip; say the full name rather than "'backbone' is not in the config".
+
+    Only when the value names options of that group, so a key of the config that happens to end
+    like a group is left alone.
+    """
+    if override.is_delete() or "=" not in text:
+        return
+    key = override.key_or_group.replace(".", "/")
+    parents = [g for g in groups if g.endswith("/" + key)]
+    for group in parents:
+        try:
+            choices = override_choices(override, groups[group])
+        except ConfigError:
+            continue
+        if choices and all(c in groups[group] or c == "null" for c in choices):
+            value = text.split("=", 1)[1]
+            dotted = group.replace("/", ".")
+            raise ConfigError(
+                f"'{text}': '{override.key_or_group}' is the group {dotted} (options: "
+                f"{', '.join(groups[group])}); write {dotted}={value}."
+            )
 
 
 def _navigate(tree: Any, keys: list[str], full_key: str, *, create: bool = False) -> Any:
@@ -239,7 +265,34 @@ def apply_value_override(cfg: Config, override: Any, value: Any) -> None:
     node_value = to_node(value, where=key)
     if sig is not None:
         check_value(sig, leaf, node_value, where=f"Override '{shown}'")
+    elif exists and not override.is_force_add():
+        _check_plain_value(parent[leaf], node_value, shown=shown, key=key)
     store(parent, leaf, node_value)
+
+
+def _check_plain_value(old: Any, new: Any, *, shown: str, key: str) -> None:
+    """A key of a plain mapping (no ``_target_``: ``schedule.max_iter``, ``dataset.num_classes``)
+    that holds a number or a bool keeps its kind: the code that reads it has no signature to be
+    checked against, so the value the config wrote is the type. ``++key=...`` replaces freely."""
+    if isinstance(old, bool):
+        expected: type = bool
+    elif isinstance(old, int):
+        expected = int
+    elif isinstance(old, float):
+        expected = float
+    else:
+        return  # a string, a node, None: any value may replace it
+    reason = type_mismatch(new, expected)
+    if reason:
+        raise ConfigError(
+            f"Override '{shown}': '{key}' holds {type(old).__name__} {old!r} and is read as "
+            f"one; got {new!r} ({reason}). Give a {_kind_name(expected)}, e.g. {key}={old!r} "
+            f"(or ++{key}=... to replace it with a value of another type)."
+        )
+
+
+def _kind_name(kind: type) -> str:
+    return {bool: "boolean (true/false)", int: "whole number", float: "number"}[kind]
 
 
 def _navigate_or_none(cfg: Any, keys: list[str]) -> Any:

@@ -35,6 +35,7 @@ from lazydet.engine.evaluation_setup import check_evaluation_setup
 from lazydet.utils import comm
 from lazydet.utils.comm import select_device
 from lazydet.utils.events import ConsoleWriter, JSONLinesWriter, TensorBoardWriter
+from lazydet.utils.logging import setup_logging
 
 from .checkpointer import (
     FINAL_CHECKPOINT,
@@ -584,6 +585,7 @@ def run(
     try:
         if not ("dataloader" in cfg and "schedule" in cfg):
             if launching:
+                setup_logging(output_dir)  # log.txt has what the console has, from line one
                 run_files.write()
             return _build_and_describe(cfg)
         train_node = select(cfg, "train") or {}
@@ -595,6 +597,7 @@ def run(
             )
         if launching:
             check_previous_run(cfg, output_dir)
+            setup_logging(output_dir)  # after the checks: a refused run writes no log line here
         return launch(
             train_on_this_rank,
             num_processes=train_node.get("num_processes"),

@@ -49,8 +49,10 @@ def failure_text(error: BaseException) -> str:
 
 
 def job_log(output_dir: Path, job_name: str) -> Path:
-    """Hydra's log file of a job (``<output_dir>/<job name>.log``), else its output directory."""
-    log = output_dir / f"{job_name}.log"
+    """The job's log file, ``<output_dir>/log.txt`` (``lazydet.utils.logging``: Hydra's own job
+    log file is turned off, the two held the same lines), else its output directory.
+    ``job_name`` is kept for callers; the file no longer depends on it."""
+    log = output_dir / "log.txt"
     return log if log.is_file() else output_dir
 
 

@@ -7,25 +7,92 @@ run's ``val_predictions.png``). Drawing itself is :func:`lazydet.utils.visualize
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["draw_predictions", "save_prediction_grid", "show_ground_truth"]
+__all__ = [
+    "Drawing",
+    "all_hidden_message",
+    "draw_predictions",
+    "save_prediction_grid",
+    "show_ground_truth",
+]
 
 logger = logging.getLogger(__name__)
 
 
-def draw_predictions(predictor: Any, image: Any, instances: Any, score_threshold: float) -> Any:
-    """``draw_instances`` with the class names and keypoint skeleton the predictor carries."""
+@dataclass(frozen=True)
+class Drawing:
+    """One picture of predictions and what it leaves out.
+
+    Attributes:
+        picture: the PIL image.
+        shown: detections drawn (score at or above the threshold).
+        hidden: detections left out because they score under the threshold.
+        best_score: the highest score among all the image's detections (None: none, or unscored).
+    """
+
+    picture: Any
+    shown: int
+    hidden: int
+    best_score: float | None
+
+
+def draw_predictions(predictor: Any, image: Any, instances: Any, score_threshold: float) -> Drawing:
+    """``draw_instances`` with the class names and keypoint skeleton the predictor carries;
+    returns the picture with the number of detections drawn and hidden by ``score_threshold``."""
     from lazydet.utils.visualizer import draw_instances
 
-    return draw_instances(
+    picture = draw_instances(
         image,
         instances,
         class_names=predictor.class_names,
         keypoint_names=predictor.keypoint_names,
         skeleton=predictor.keypoint_skeleton,
         score_threshold=score_threshold,
+    )
+    has = getattr(instances, "has", None)
+    scores = instances.get("scores") if has is not None and has("scores") else None
+    if scores is None or len(scores) == 0:
+        return Drawing(picture, shown=len(instances), hidden=0, best_score=None)
+    scores = scores.detach().cpu()
+    shown = int((scores >= score_threshold).sum())  # draw_instances' own rule
+    return Drawing(picture, shown=shown, hidden=len(scores) - shown, best_score=float(scores.max()))
+
+
+def lower_threshold(best_score: float) -> float:
+    """A round threshold at or below ``best_score`` (0.37 -> 0.3, 0.042 -> 0.04), so that at
+    least the best detection is drawn; 0 when the best score is under 0.01."""
+    for digits in (1, 2):
+        value = math.floor(best_score * 10**digits) / 10**digits
+        if value > 0:
+            return value
+    return 0.0
+
+
+def all_hidden_message(
+    drawings: Iterable[Drawing], score_threshold: float, *, how: str = "score_threshold={value}"
+) -> str | None:
+    """One line when detections exist but every one scores under ``score_threshold`` (the
+    pictures then show none: say so, and how to lower it); None otherwise.
+
+    ``how`` is the command-line form that lowers it, with ``{value}`` for a threshold that draws
+    at least the best detection.
+    """
+    drawings = list(drawings)
+    shown = sum(d.shown for d in drawings)
+    hidden = sum(d.hidden for d in drawings)
+    if shown or not hidden:
+        return None
+    best = max(d.best_score for d in drawings if d.best_score is not None)
+    images = sum(1 for d in drawings if d.hidden)
+    return (
+        f"all {hidden} detections (on {images} of {len(drawings)} images) score under "
+        f"score_threshold={score_threshold:g} (the best: {best:.3f}), so the pictures show none; "
+        f"lower it to draw them: {how.format(value=f'{lower_threshold(best):g}')}."
     )
 
 
@@ -41,6 +108,8 @@ def save_prediction_grid(
 
     Each tile is drawn by :func:`lazydet.utils.visualizer.draw_instances` and scaled to the size
     of the first; the grid has ``columns`` tiles a row. Written atomically (temp file, rename).
+    When every detection scores under ``score_threshold`` (an empty-looking picture), a warning
+    says so and how to draw them with ``lazydet.predict``.
     """
     from PIL import Image
 
@@ -49,10 +118,11 @@ def save_prediction_grid(
     if not images:
         raise ValueError("save_prediction_grid: no images to draw.")
     tensors = [to_image_tensor(p, what=f"image {str(p)!r}") for p in images]
-    tiles = [
+    drawings = [
         draw_predictions(predictor, image, instances, score_threshold)
         for image, instances in zip(tensors, predictor.predict(tensors))
     ]
+    tiles = [d.picture for d in drawings]
     tile_w, tile_h = tiles[0].size
     columns = max(1, min(columns, len(tiles)))
     rows = -(-len(tiles) // columns)
@@ -63,6 +133,16 @@ def save_prediction_grid(
     partial = output_path.with_name(f".{output_path.name}.partial")
     grid.save(partial, format="PNG")
     partial.replace(output_path)
+    note = all_hidden_message(
+        drawings,
+        score_threshold,
+        how=(
+            f"python -m lazydet.predict checkpoint={output_path.parent / 'model_final.pth'} "
+            "input=IMAGES output=DIR score_threshold={value}"
+        ),
+    )
+    if note:
+        logger.warning("%s: %s", output_path.name, note)
     return output_path
 
 

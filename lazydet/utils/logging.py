@@ -66,6 +66,22 @@ def _file_handler(output_dir: str | Path, rank: int) -> logging.FileHandler:
         ) from e
 
 
+def _rank_and_world_size() -> tuple[int, int]:
+    """The process group's rank and size; before the group is joined (the first lines of a run
+    started by torchrun or srun), the ones its launcher's variables promise."""
+    import os
+
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return comm.get_rank(), comm.get_world_size()
+    for rank_name, size_name in (("RANK", "WORLD_SIZE"), ("SLURM_PROCID", "SLURM_STEP_NUM_TASKS")):
+        rank, size = os.environ.get(rank_name, ""), os.environ.get(size_name, "")
+        if rank.isdigit() and size.isdigit():
+            return int(rank), int(size)
+    return 0, 1
+
+
 def setup_logging(
     output_dir: str | Path | None = None,
     *,
@@ -78,11 +94,14 @@ def setup_logging(
     Args:
         output_dir: the run directory for the per-rank log file (created if missing); ``None``:
             console only.
-        rank, world_size: default to ``lazydet.utils.comm``'s (0 and 1 without a process group).
+        rank, world_size: default to the process group's; before one is joined, to those
+            that torchrun (``RANK``, ``WORLD_SIZE``) or srun (``SLURM_PROCID``,
+            ``SLURM_STEP_NUM_TASKS``) set; else 0 and 1.
         level: the lowest level handled (console on rank 0 and files).
     """
-    rank = comm.get_rank() if rank is None else rank
-    world_size = comm.get_world_size() if world_size is None else world_size
+    launched_rank, launched_size = _rank_and_world_size()
+    rank = launched_rank if rank is None else rank
+    world_size = launched_size if world_size is None else world_size
     root = logging.getLogger()
     for handler in [h for h in root.handlers if getattr(h, _MARK, False)]:
         root.removeHandler(handler)

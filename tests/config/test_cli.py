@@ -105,7 +105,7 @@ def test_run_saves_hydra_files_and_a_runnable_config(fixture_conf, tmp_path):
         "config.yaml",
     ):
         assert (run_dir / name).is_file(), name
-    assert "ToyClassifier" in (run_dir / "train.log").read_text()
+    assert "ToyClassifier" in (run_dir / "log.txt").read_text()
     # Both dumps rebuild the same model: Hydra's own YAML and lazydet's runnable Python.
     torch.manual_seed(0)
     from_hydra = instantiate(OmegaConf.load(run_dir / ".hydra" / "config.yaml"))["model"]
@@ -233,5 +233,5 @@ def test_init_checkpoint_loads_weights_into_the_model(fixture_conf, tmp_path):
         ["conf=toy", f"+train.init_checkpoint={tmp_path / 'weights.pth'}"], tmp_path, fixture_conf
     )
     assert good.returncode == 0, good.stderr
-    logs = "".join(p.read_text() for p in tmp_path.glob("outputs/*/*/train.log"))
+    logs = "".join(p.read_text() for p in tmp_path.glob("outputs/*/*/log.txt"))
     assert "Loaded 6 of 6 model tensors" in logs

@@ -246,9 +246,9 @@ def test_a_failing_job_reports_its_error_and_traceback(tmp_path, shapes):
     # The console: the job, its overrides and the error.
     assert "1 jobs: 0 ok, 1 failed" in err
     assert "model.fail_at=3: RuntimeError: SleepyTiny fails on purpose at call 3" in err
-    assert f"job #0's log: {sweep / '0' / 'train.log'}" in err  # where the traceback is
+    assert f"job #0's log: {sweep / '0' / 'log.txt'}" in err  # where the traceback is
     # The job's log: the traceback down to the line that raised.
-    log = (sweep / "0" / "train.log").read_text()
+    log = (sweep / "0" / "log.txt").read_text()
     assert "Traceback (most recent call last)" in log
     assert 'raise RuntimeError(f"SleepyTiny fails on purpose' in log
 
