@@ -357,13 +357,25 @@ def coco_evaluate(
     """
     if iou_type not in IOU_TYPES:
         raise ValueError(f"iou_type={iou_type!r} is not one of {IOU_TYPES}.")
+    # No cyclic collection from parsing to the table: the parsed files are a million young
+    # objects, and each collection in between would walk them all.
+    with _gc_paused():
+        return _coco_evaluate(
+            gt_json, results_json, iou_type, engine=engine, kpt_oks_sigmas=kpt_oks_sigmas,
+            max_dets=max_dets, img_ids=img_ids, write_results=write_results, verbose=verbose,
+        )  # fmt: skip
+
+
+def _coco_evaluate(
+    gt_json, results_json, iou_type, *, engine, kpt_oks_sigmas, max_dets, img_ids, write_results,
+    verbose,
+) -> COCOEvalResult:  # fmt: skip
     gt = load_ground_truth(gt_json)
     results = load_results(results_json)
     if write_results is not None:
         # What was given, as given (not the renumbered copy); only after the check passes.
         given = results
-    with _gc_paused():
-        checked = check_input(gt, results, iou_type, img_ids)
+    checked = check_input(gt, results, iou_type, img_ids)
     gt, results, img_ids, columns = checked.gt, checked.results, checked.img_ids, checked.columns
     sigmas = _oks_sigmas(gt, kpt_oks_sigmas) if iou_type == "keypoints" else None
     inexact = dict(checked.inexact)
@@ -383,8 +395,7 @@ def coco_evaluate(
         write_results_json(given, write_results)
 
     if engine == "vectorized":
-        with _gc_paused():
-            out = _run_vectorized(gt, results, iou_type, sigmas, max_dets, img_ids, columns)
+        out = _run_vectorized(gt, results, iou_type, sigmas, max_dets, img_ids, columns)
         stats, precision, cat_ids, used_max_dets = (
             out.stats,
             out.precision,
