@@ -93,10 +93,10 @@ def check_compressed_rles(rles: list, sizes: list) -> int | None:
     ``(height, width)`` exactly, or None when all are sound; one NumPy pass for all of them.
 
     ``rles``: ``{"size": [h, w], "counts": str | bytes}`` dicts already known to have string
-    counts and ``size == sizes[i]``. Raises ``ValueError`` (naming no index) on a malformed
+    counts and ``size == sizes[i]`` (``sizes``: ``(h, w)`` pairs, or an ``[N, 2]`` array). Raises ``ValueError`` (naming no index) on a malformed
     string; call ``check_rle`` on each to find and describe it.
     """
-    expected = np.array([h * w for h, w in sizes], dtype=np.int64).reshape(-1)
+    expected = np.asarray(sizes, dtype=np.int64).reshape(-1, 2).prod(axis=1)
     # In blocks whose arrays stay in the CPU cache: ~2x faster than one pass over 100k masks.
     for lo in range(0, len(rles), _BLOCK):
         block = rles[lo : lo + _BLOCK]

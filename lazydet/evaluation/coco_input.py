@@ -412,6 +412,39 @@ def _bad_detection(index: int, results: list, key: str, problem: str) -> ValueEr
     )
 
 
+def _compressed_rles_sound(columns: Mapping, images: Mapping) -> bool:
+    """True when every detection's mask is a compressed RLE (``counts`` text) of its image's
+    size whose runs cover it exactly: what detectors write, checked in a few C-level passes
+    and one batched decode. False: some mask needs the one-at-a-time check (polygons,
+    uncompressed RLE, or a problem to describe)."""
+    segms = columns["segmentation"]
+    try:
+        if _types(segms) != {dict}:
+            return False
+        if not _types(map(itemgetter("counts"), segms)) <= {str, bytes}:
+            return False
+        sizes = list(map(itemgetter("size"), segms))
+        if _types(sizes) != {list} or set(map(len, sizes)) != {2}:
+            return False
+        flat = list(itertools.chain.from_iterable(sizes))
+        if _types(flat) != {int}:
+            return False
+        given = np.fromiter(flat, np.int64, count=len(flat)).reshape(-1, 2)
+        # Each detection's image size (segm checked every image's height and width: ints).
+        position = {image_id: n for n, image_id in enumerate(images)}
+        image_size = np.array(
+            [(image["height"], image["width"]) for image in images.values()], dtype=np.int64
+        ).reshape(-1, 2)
+        det_images = columns["image_id"]
+        det_images = det_images.tolist() if isinstance(det_images, np.ndarray) else det_images
+        at = np.fromiter(map(position.__getitem__, det_images), np.int64, count=len(segms))
+        if not np.array_equal(given, image_size[at]):
+            return False
+        return check_compressed_rles(segms, given) is None
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
 def _check_detection_geometry(results, columns, iou_type, images, k) -> dict[str, np.ndarray]:
     """Refuse the first detection with a bad box, keypoints or mask; returns the boxes and
     keypoints it read, ``[N, 4]`` / ``[N, 3k]`` float64 in results order, for the engine."""
@@ -445,7 +478,9 @@ def _check_detection_geometry(results, columns, iou_type, images, k) -> dict[str
                 raise _bad_detection(int(index), results, "keypoints", str(e)) from None
         if flat is not None:
             arrays["keypoints"] = flat
-    if iou_type == "segm":
+    if iou_type == "segm" and _compressed_rles_sound(columns, images):
+        return arrays
+    if iou_type == "segm":  # one at a time, to find and describe the first bad mask
         segms = columns["segmentation"]
         compressed, sizes, where = [], [], []
         for index, segm in enumerate(segms):
