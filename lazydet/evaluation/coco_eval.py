@@ -271,7 +271,7 @@ def _run_hotcoco(gt, results, iou_type, sigmas, max_dets, img_ids):
         # hotcoco warns when the sigmas are not bit-equal to its COCO literals: lazydet passes
         # pycocotools' (0.26 / 10.0, not 0.026) or the dataset's own, both on purpose.
         warnings.filterwarnings("ignore", message="hotcoco: kpt_oks_sigmas differ")
-        coco_gt = hotcoco.COCO(dict(gt))
+        coco_gt = hotcoco.COCO(gt if isinstance(gt, str) else dict(gt))
         coco_dt = coco_gt.loadRes(results)
         evaluator = hotcoco.COCOeval(coco_gt, coco_dt, iou_type)
         params = evaluator.params
@@ -371,8 +371,8 @@ def _coco_evaluate(
     gt_json, results_json, iou_type, *, engine, kpt_oks_sigmas, max_dets, img_ids, write_results,
     verbose,
 ) -> COCOEvalResult:  # fmt: skip
-    gt = load_ground_truth(gt_json)
-    results = load_results(results_json)
+    gt = loaded_gt = load_ground_truth(gt_json)
+    results = loaded_results = load_results(results_json)
     if write_results is not None:
         # What was given, as given (not the renumbered copy); only after the check passes.
         given = results
@@ -404,8 +404,23 @@ def _coco_evaluate(
             out.max_dets,
         )
     else:
-        run = _run_hotcoco if engine == "hotcoco" else _run_pycocotools
-        evaluator = run(gt, results, iou_type, sigmas, max_dets, img_ids)
+        if engine == "hotcoco":
+            # Files the check passed unchanged go to hotcoco as paths: its Rust parser reads
+            # them faster than it converts the parsed Python objects (same values: both parse
+            # each number to the nearest float64).
+            unchanged = checked.gt is loaded_gt and checked.results is loaded_results
+            paths = [
+                str(given) if unchanged and isinstance(given, (str, os.PathLike)) else parsed
+                for given, parsed in ((gt_json, gt), (results_json, results))
+            ]
+            try:
+                evaluator = _run_hotcoco(*paths, iou_type, sigmas, max_dets, img_ids)
+            except Exception:  # should its file reader refuse what its dict reader takes
+                if paths == [gt, results]:
+                    raise
+                evaluator = _run_hotcoco(gt, results, iou_type, sigmas, max_dets, img_ids)
+        else:
+            evaluator = _run_pycocotools(gt, results, iou_type, sigmas, max_dets, img_ids)
         stats, precision = evaluator.stats, evaluator.eval["precision"]
         cat_ids, used_max_dets = evaluator.params.catIds, evaluator.params.maxDets
     stats = [float(s) for s in stats]

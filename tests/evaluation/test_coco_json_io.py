@@ -68,7 +68,8 @@ def test_from_files_equals_from_memory(generated, parser, tmp_path, iou_type):
     assert json.loads(written.read_text()) == dets  # same floats, bit for bit
     gt_path = tmp_path / "gt.json"
     gt_path.write_text(json.dumps(gt))
-    for engine in ("vectorized", "pycocotools"):
+    engines = ["vectorized", "pycocotools"] + (["hotcoco"] if coco_eval.hotcoco_available() else [])
+    for engine in engines:
         in_memory = coco_evaluate(gt, dets, iou_type, engine=engine, verbose=False)
         from_files = coco_evaluate(gt_path, written, iou_type, engine=engine, verbose=False)
         assert from_files.stats == in_memory.stats
