@@ -343,7 +343,7 @@ def _check_annotations(gt: Mapping, images: Mapping, iou_type: str, k: int | Non
     try:
         common_ok = _common_fields_valid(anns, images, cat_ids, iou_type)
         keypoints_ok = iou_type == "keypoints" and common_ok and _keypoints_valid(anns, k)
-    except (KeyError, TypeError, ValueError, AttributeError):  # a field missing, not a dict
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError):  # missing, not a dict
         common_ok = keypoints_ok = False
     # Per annotation only what the passes above could not settle: masks (polygons, RLE) for
     # segm; everything, for the message, when a pass found a problem.
@@ -441,7 +441,7 @@ def _compressed_rles_sound(columns: Mapping, images: Mapping) -> bool:
         if not np.array_equal(given, image_size[at]):
             return False
         return check_compressed_rles(segms, given) is None
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):
         return False
 
 
