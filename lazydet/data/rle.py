@@ -30,8 +30,9 @@ def rle_run_lengths(counts: str | bytes) -> np.ndarray:
 
 
 def _decode(strings: list) -> tuple[np.ndarray, np.ndarray]:
-    """Run lengths of several compressed RLE strings at once (one NumPy pass over their bytes):
-    ``(runs [R] int64, string [R] int64: which string each run belongs to)``."""
+    """Run lengths of several compressed RLE strings at once (a few NumPy passes over their
+    bytes, no sort): ``(runs [R] int64, first [S + 1] int64)``, string ``s``'s runs being
+    ``runs[first[s]:first[s + 1]]``."""
     try:
         data = [s if isinstance(s, bytes) else s.encode("ascii") for s in strings]
     except UnicodeEncodeError:
@@ -39,43 +40,52 @@ def _decode(strings: list) -> tuple[np.ndarray, np.ndarray]:
     except AttributeError:
         raise ValueError("RLE counts must be a list of run lengths or a string") from None
     lengths_in = np.fromiter(map(len, data), np.int64, count=len(data))
-    chunks = np.frombuffer(b"".join(data), dtype=np.uint8).astype(np.int64) - 48
+    chunks = np.frombuffer(b"".join(data), dtype=np.uint8) - np.uint8(48)  # wraps below '0'
     if chunks.size == 0:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    if ((chunks < 0) | (chunks > 63)).any():
+        return np.zeros(0, dtype=np.int64), np.zeros(len(data) + 1, dtype=np.int64)
+    if (chunks > 63).any():
         raise ValueError("RLE counts string has characters outside '0'..'o'")
-    more = (chunks & 0x20) != 0
+    last = ~(chunks & 0x20).astype(bool)  # a value's last chunk
     string_end = np.cumsum(lengths_in) - 1
-    if more[string_end[lengths_in > 0]].any():
+    if not last[string_end[lengths_in > 0]].all():
         raise ValueError("RLE counts string is truncated (its last value is unfinished)")
-    ends = np.flatnonzero(~more)
-    starts = np.concatenate(([0], ends[:-1] + 1))
+    ends = np.flatnonzero(last)
+    starts = np.empty_like(ends)
+    starts[0], starts[1:] = 0, ends[:-1] + 1
     lengths = ends - starts + 1
     # 6 chunks = 30 bits; pycocotools shifts a C int, so longer values are undefined there.
     if lengths.max() > 6:
         raise ValueError("RLE counts string has a value longer than 30 bits")
-    position = np.arange(chunks.size) - np.repeat(starts, lengths)
-    values = np.add.reduceat((chunks & 0x1F) << (5 * position), starts)
+    # Most values are one chunk: start from the first chunk, add the few longer values' others.
+    values = (chunks[starts] & 0x1F).astype(np.int64)
+    for j in range(1, int(lengths.max())):
+        longer = np.flatnonzero(lengths > j)
+        values[longer] += (chunks[starts[longer] + j] & 0x1F).astype(np.int64) << (5 * j)
     negative = (chunks[ends] & 0x10) != 0
     values[negative] |= np.left_shift(np.int64(-1), 5 * lengths[negative])
-    # Which string each value belongs to, and its place m in that string.
-    string = np.searchsorted(string_end, ends)
-    first = np.searchsorted(string, np.arange(len(data)))
-    m = np.arange(len(values)) - first[string]
-    # Value m > 2 adds run m - 2 (same parity): a cumulative sum per (string, parity) group,
-    # m = 0 alone. Groups are contiguous after a stable sort by (string, group).
-    group = string * 3 + np.where(m == 0, 0, 1 + (m % 2 == 0))
-    order = np.argsort(group, kind="stable")
-    grouped = values[order]
-    total = np.cumsum(grouped)
-    group_sorted = group[order]
-    group_start = np.flatnonzero(np.r_[True, group_sorted[1:] != group_sorted[:-1]])
-    offset = np.repeat(
-        np.r_[0, total[group_start[1:] - 1]], np.diff(np.r_[group_start, len(grouped)])
+    # Value m of a string (m > 2) adds run m - 2: a running sum along each (string, parity)
+    # chain. Within a string, parity of m is parity of the flat index, so one running sum per
+    # flat parity, less its value where the chain starts (at m = 0, 1, 2 of each string).
+    first = np.r_[np.searchsorted(ends, string_end - lengths_in + 1), len(values)]
+    per_string = np.diff(first)
+    resets = np.sort(
+        np.concatenate(
+            [first[:-1][per_string > m] + m for m in range(3)]  # chain starts
+        )
     )
-    runs = np.empty_like(values)
-    runs[order] = total - offset
-    return runs, string
+    total = np.empty_like(values)
+    for parity in (0, 1):
+        total[parity::2] = np.cumsum(values[parity::2])
+    # Each chain start subtracts what its flat-parity sum holds before it; as a running sum of
+    # the changes between consecutive chain starts of the same parity.
+    before = np.where(resets >= 2, total[np.maximum(resets - 2, 0)], 0)
+    change = np.zeros_like(values)
+    for parity in (0, 1):
+        at = resets[resets % 2 == parity]
+        offsets = before[resets % 2 == parity]
+        change[at] = np.diff(np.r_[0, offsets])
+        change[parity::2] = np.cumsum(change[parity::2])
+    return total - change, first
 
 
 def check_compressed_rles(rles: list, sizes: list) -> int | None:
@@ -83,16 +93,23 @@ def check_compressed_rles(rles: list, sizes: list) -> int | None:
     ``(height, width)`` exactly, or None when all are sound; one NumPy pass for all of them.
 
     ``rles``: ``{"size": [h, w], "counts": str | bytes}`` dicts already known to have string
-    counts and ``size == sizes[i]``. Raises ``ValueError`` (naming no index) on a malformed
+    counts and ``size == sizes[i]`` (``sizes``: ``(h, w)`` pairs, or an ``[N, 2]`` array). Raises ``ValueError`` (naming no index) on a malformed
     string; call ``check_rle`` on each to find and describe it.
     """
-    runs, string = _decode([rle["counts"] for rle in rles])
-    bad = np.zeros(len(rles), dtype=bool)
-    np.logical_or.at(bad, string[runs < 0], True)
-    pixels = np.bincount(string, weights=runs, minlength=len(rles))
-    expected = np.array([h * w for h, w in sizes], dtype=np.float64)
-    bad |= pixels != expected
-    return int(np.flatnonzero(bad)[0]) if bad.any() else None
+    expected = np.asarray(sizes, dtype=np.int64).reshape(-1, 2).prod(axis=1)
+    # In blocks whose arrays stay in the CPU cache: ~2x faster than one pass over 100k masks.
+    for lo in range(0, len(rles), _BLOCK):
+        block = rles[lo : lo + _BLOCK]
+        runs, first = _decode([rle["counts"] for rle in block])
+        running = np.r_[0, np.cumsum(runs)]
+        bad = running[first[1:]] - running[first[:-1]] != expected[lo : lo + len(block)]
+        bad[np.searchsorted(first, np.flatnonzero(runs < 0), side="right") - 1] = True
+        if bad.any():
+            return lo + int(np.flatnonzero(bad)[0])
+    return None
+
+
+_BLOCK = 2000  # RLE strings per block (~300 KB of text for COCO-sized masks)
 
 
 def check_rle(rle: Any, height: int, width: int) -> None:

@@ -15,7 +15,6 @@ Conversions (lazydet -> COCO results json):
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -27,6 +26,7 @@ import torch
 from pycocotools import mask as mask_utils
 
 from lazydet.evaluation.coco_eval import coco_evaluate, write_results_json
+from lazydet.evaluation.coco_input import read_json
 from lazydet.utils import comm
 
 logger = logging.getLogger("lazydet.evaluation")
@@ -195,8 +195,7 @@ class COCOEvaluator:
             )
         if self.output_dir is not None:
             write_results_json(predictions, self.output_dir / "coco_instances_results.json")
-        with open(json_file) as f:
-            gt = json.load(f)
+        gt = read_json(json_file, "Ground truth")  # orjson: the parse is most of the reading
         tasks = self.tasks or tuple(t for t in TASKS if t in seen)
         results: dict[str, dict[str, float]] = {}
         for task in tasks:

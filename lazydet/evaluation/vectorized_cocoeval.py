@@ -86,7 +86,7 @@ def evaluate(
     kpt_oks_sigmas: np.ndarray | None = None,
     max_dets: Sequence[int] | None = None,
     img_ids: Sequence[Any] | None = None,
-    columns: Mapping[str, list] | None = None,
+    columns: Mapping[str, Any] | None = None,
 ) -> VectorizedEval:
     """``COCOeval(gt, gt.loadRes(results), iou_type)``: evaluate, accumulate and summarize.
 
@@ -99,7 +99,8 @@ def evaluate(
         max_dets: ``params.maxDets`` (default ``[1, 10, 100]``, keypoints ``[20]``).
         img_ids: ``params.imgIds`` (default: every image of ``gt``).
         columns: fields of ``results`` already read, ``{"score": [each result's score], ...}``
-            (the caller's input checks read them; not read twice).
+            (the caller's input checks read them; not read twice); ``"float_rows"``:
+            ``{"bbox": [N, 4], ...}`` float64 arrays of a numeric field of every result.
     """
     area_ranges, default_max_dets = AREA_RANGES[iou_type]
     max_dets = sorted(int(m) for m in (max_dets or default_max_dets))
@@ -256,9 +257,11 @@ def _stable_order(key: np.ndarray, score_rank: np.ndarray, fallback) -> np.ndarr
 class _Columns:
     """One field of every result as a list, read once (``map(itemgetter)`` runs in C)."""
 
-    def __init__(self, results: Sequence[Mapping], known: Mapping[str, list] | None) -> None:
+    def __init__(self, results: Sequence[Mapping], known: Mapping[str, Any] | None) -> None:
         self.results = results
         self._lists = dict(known or {})
+        # ``{field: [N, width] float64}`` of every result, already read and checked finite.
+        self._rows: dict[str, np.ndarray] = self._lists.pop("float_rows", None) or {}
 
     def __getitem__(self, key: str) -> list:
         if key not in self._lists:
@@ -274,6 +277,9 @@ class _Columns:
 
     def floats(self, key: str, rows: np.ndarray | None, width: int) -> np.ndarray:
         """``[len(rows), width]`` float64 from the lists of numbers in field ``key``."""
+        known = self._rows.get(key)
+        if known is not None and known.shape == (len(self.results), width):
+            return known if rows is None else known[rows]
         column = self[key]
         if rows is not None and len(rows) > 0.9 * len(column):  # cheaper: read all, then pick
             return self.floats(key, None, width)[rows]

@@ -2,8 +2,8 @@
 
 Each probe case (issue #22) is a parametrized case below: the input is either refused with a
 ``ValueError`` naming the entry, or scored by every engine exactly as pycocotools scores it. A
-seeded property test then generates random valid and broken inputs and asserts the same, each
-engine in a subprocess with a timeout (pycocotools' C code hangs on some broken masks).
+seeded property test then generates random valid and broken inputs and asserts the same for
+every engine, in one subprocess with a timeout (pycocotools' C code hangs on some broken masks).
 """
 
 from __future__ import annotations
@@ -150,6 +150,11 @@ REFUSED = {
     "det RLE past h*w": ("segm", _det("segmentation", _past_hw), r"Detection 2 .*sum to"),
     "gt odd polygon": ("segm", _gt_ann("segm", "segmentation", lambda g, a: [[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]]), r"annotation 4 .*coordinates"),
     "gt NaN polygon": ("segm", _gt_ann("segm", "segmentation", lambda g, a: [[1.0, 2.0, NAN, 4.0, 5.0, 6.0]]), r"annotation 4 .*NaN"),
+    "gt empty polygon list": ("segm", _gt_ann("segm", "segmentation", lambda g, a: []), r"annotation 4 .*neither a polygon list nor an RLE"),
+    "gt polygon with text": ("segm", _gt_ann("segm", "segmentation", lambda g, a: [[1.0, 2.0, "3", 4.0, 5.0, 6.0]]), r"annotation 4 .*not a flat list of numbers"),
+    "gt polygon with a bool": ("segm", _gt_ann("segm", "segmentation", lambda g, a: [[1.0, 2.0, True, 4.0, 5.0, 6.0]]), r"annotation 4 .*not a flat list of numbers"),
+    "gt polygon sum past float64": ("segm", _gt_ann("segm", "segmentation", lambda g, a: [[1e308] * 6]), r"annotation 4 .*NaN or infinite"),
+    "gt second polygon short": ("segm", _gt_ann("segm", "segmentation", lambda g, a: [[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [1.0, 2.0]]), r"annotation 4 .*coordinates"),
     "det NaN polygon": ("segm", _det("segmentation", lambda g, d: [[1.0, 2.0, NAN, 4.0, 5.0, 6.0]]), r"Detection 2 .*NaN"),
     "first result bbox []": ("bbox", _det("bbox", lambda g, d: [], index=0), r"Detection 0 .*bbox \[\]"),
     "det bbox NaN": ("bbox", _det("bbox", lambda g, d: [1.0, 2.0, NAN, 4.0], index=9), r"Detection 9 .*bbox"),
@@ -180,29 +185,32 @@ def test_latin1_file_is_one_clear_error(tmp_path, data):
 # --- property: random valid and broken inputs ---------------------------------------------------
 
 
-SEEDS = 9  # per engine: a few seconds each on a loaded 2-core machine
+SEEDS = 9  # each scored by every engine; one subprocess for all: a few seconds in all
 
 
-@pytest.mark.parametrize("engine", ENGINES)
-def test_random_inputs_equal_pycocotools_or_are_refused(engine):
-    """SEEDS seeded inputs (a few images; a third broken in one random way) per engine, in one
-    subprocess per batch with a timeout, so that a hang fails the test instead of blocking it."""
+def test_random_inputs_equal_pycocotools_or_are_refused():
+    """SEEDS seeded inputs (a few images; a third broken in one random way), each given to every
+    engine, all in ONE subprocess (one interpreter start, one import of the engines) with a
+    timeout, so that a hang fails the test, naming the seed and engine, instead of blocking it."""
     script = "\n".join(
         [
             "import json, sys",
-            f"SEEDS = {SEEDS}",
             f"sys.path.insert(0, {str(Path(__file__).parent)!r})",
             "from hostile_cases import case, reference",
             "from lazydet.evaluation import coco_evaluate",
-            "for seed in range(SEEDS):",
-            "    print(json.dumps({'seed': seed}), flush=True)",
+            f"for seed in range({SEEDS}):",
             "    gt, dets, iou_type = case(seed)",
-            "    try:",
-            f"        stats = coco_evaluate(gt, dets, iou_type, engine={engine!r}, verbose=False).stats",
-            "    except ValueError as e:",
-            "        print(json.dumps({'seed': seed, 'refused': str(e)}), flush=True); continue",
-            "    ref = reference(gt, dets, iou_type)",
-            "    print(json.dumps({'seed': seed, 'stats': stats, 'reference': ref}), flush=True)",
+            "    ref = None",
+            f"    for engine in {ENGINES!r}:",
+            "        print(json.dumps({'seed': seed, 'engine': engine}), flush=True)",
+            "        try:",
+            "            stats = coco_evaluate(gt, dets, iou_type, engine=engine, verbose=False).stats",
+            "        except ValueError as e:",
+            "            row = {'seed': seed, 'engine': engine, 'refused': str(e)}",
+            "            print(json.dumps(row), flush=True); continue",
+            "        ref = reference(gt, dets, iou_type) if ref is None else ref",
+            "        row = {'seed': seed, 'engine': engine, 'stats': stats, 'reference': ref}",
+            "        print(json.dumps(row), flush=True)",
         ]
     )
     try:
@@ -210,21 +218,27 @@ def test_random_inputs_equal_pycocotools_or_are_refused(engine):
             [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
         )
     except subprocess.TimeoutExpired as e:
-        lines = (
-            (e.stdout or b"").decode().splitlines()
-            if isinstance(e.stdout, bytes)
-            else (e.stdout or "").splitlines()
-        )
-        pytest.fail(f"engine {engine!r} hung on {lines[-1] if lines else 'the first case'}")
+        stdout = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        lines = stdout.splitlines()
+        pytest.fail(f"coco_evaluate hung on {lines[-1] if lines else 'the first case'}")
     assert out.returncode == 0, out.stderr[-3000:]
-    refused = scored = 0
+    outcomes: dict[int, dict[str, str]] = {}
     for line in out.stdout.splitlines():
         row = json.loads(line)
         if "refused" in row:
-            refused += 1
+            outcomes.setdefault(row["seed"], {})[row["engine"]] = "refused"
         elif "stats" in row:
-            scored += 1
+            outcomes.setdefault(row["seed"], {})[row["engine"]] = "scored"
             np.testing.assert_allclose(
-                row["stats"], row["reference"], rtol=0, atol=1e-12, err_msg=f"seed {row['seed']}"
+                row["stats"],
+                row["reference"],
+                rtol=0,
+                atol=1e-12,
+                err_msg=f"seed {row['seed']}, engine {row['engine']}",
             )
-    assert refused + scored == SEEDS and refused >= 1 and scored >= 3, (refused, scored)
+    assert sorted(outcomes) == list(range(SEEDS)), sorted(outcomes)
+    for seed, by_engine in outcomes.items():
+        assert sorted(by_engine) == sorted(ENGINES), (seed, by_engine)
+    refused = sum("refused" in by_engine.values() for by_engine in outcomes.values())
+    scored = sum("scored" in by_engine.values() for by_engine in outcomes.values())
+    assert refused >= 1 and scored >= 3, (refused, scored)
