@@ -161,6 +161,7 @@ def plan_video(source: str, output_dir: Path, results_json: Path | None) -> Path
                 f"{planned} is the input video and would be overwritten by an output; give "
                 "output= (and results=) elsewhere."
             )
+    video.check_video(path)  # not a video: refused before the model is loaded
     return target
 
 

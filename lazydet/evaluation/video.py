@@ -29,6 +29,7 @@ import torch
 __all__ = [
     "VIDEO_SUFFIXES",
     "VideoSummary",
+    "check_video",
     "open_webcam",
     "output_video_path",
     "predict_video",
@@ -279,13 +280,7 @@ def predict_video(
     """
     av = require_av()
     what = str(video)
-    try:
-        container = av.open(what)
-    except av.error.FFmpegError as e:
-        raise ValueError(f"input={what!r} cannot be read as a video: {e}") from None
-    with container:
-        if not container.streams.video:
-            raise ValueError(f"input={what!r} has no video stream.")
+    with _open_video(av, what) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"  # decode with several threads: frames come out in order
         fps = _frame_rate(stream)
@@ -304,6 +299,30 @@ def predict_video(
         )
         width, height = stream.codec_context.width, stream.codec_context.height
     return VideoSummary(frames, seconds, width, height, fps, output)
+
+
+def check_video(video: str | Path) -> None:
+    """Open ``video`` and look for a video stream, so that a file that is not a video is
+    refused before a model is loaded.
+
+    Raises:
+        MissingVideoLibrary: PyAV is not installed.
+        ValueError: ``video`` cannot be opened as a video or has no video stream.
+    """
+    av = require_av()
+    with _open_video(av, str(video)):
+        pass
+
+
+def _open_video(av: Any, what: str) -> Any:
+    try:
+        container = av.open(what)
+    except av.error.FFmpegError as e:
+        raise ValueError(f"input={what!r} cannot be read as a video: {e}") from None
+    if not container.streams.video:
+        container.close()
+        raise ValueError(f"input={what!r} has no video stream.")
+    return container
 
 
 def open_webcam(index: int) -> Any:

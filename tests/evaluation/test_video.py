@@ -121,6 +121,14 @@ def test_video_outputs_never_replace_the_input(tmp_path, clip) -> None:
     assert not (tmp_path / "out").exists()
 
 
+def test_a_file_that_is_not_a_video_is_refused_before_the_model_loads(tmp_path) -> None:
+    bad = tmp_path / "notes.mp4"
+    bad.write_text("not a video")
+    with pytest.raises(ValueError, match=r"notes.mp4.* cannot be read as a video"):
+        run([f"input={bad}", f"output={tmp_path}/out", "checkpoint=/nonexistent.pth"])
+    assert not (tmp_path / "out").exists()
+
+
 def test_missing_pyav_names_the_extra(tmp_path, clip, monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "av", None)  # import av now raises ImportError
     with pytest.raises(UsageError, match=r'pip install "lazydet\[video\]"'):
