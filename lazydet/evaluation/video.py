@@ -413,8 +413,8 @@ def show_webcam(
         OSError: no display to show frames on.
     """
     av = require_av()
-    window = _Window(title)
-    with camera:
+    with camera:  # closed on every way out, a missing display included
+        window = _Window(title)
         stream = camera.streams.video[0]
         fps = _frame_rate(stream)
         output = Path(output)

@@ -146,3 +146,46 @@ def test_webcam_without_a_camera_is_one_line_exit_1(tmp_path, capsys) -> None:
     assert not (tmp_path / "out").exists()
     with pytest.raises(UsageError, match="webcam:N"):
         run(["input=webcam:front", f"output={tmp_path}/out"])
+
+
+def test_webcam_loop_shows_frames_until_the_window_closes_and_keeps_the_recording(
+    tmp_path, clip, monkeypatch
+) -> None:
+    # No camera here: a video file stands in for it (the same PyAV container type), and a
+    # window stand-in that the "user" closes after 3 frames.
+    from lazydet.config import compose
+    from lazydet.evaluation import video
+    from lazydet.evaluation.predictor import Predictor
+
+    shown = []
+
+    class ClosedAfterThree:
+        def __init__(self, title: str) -> None:
+            pass
+
+        def show(self, rgb: np.ndarray) -> bool:
+            shown.append(rgb)
+            return len(shown) < 3
+
+    cfg = compose(
+        "quickstart",
+        ["train.init_checkpoint=random", "+model.roi_heads.box_predictor.test_topk_per_image=1"],
+    )
+    predictor = Predictor.from_config(cfg, device="cpu", batch_size=4)
+    monkeypatch.setattr(video, "_Window", ClosedAfterThree)
+    summary = video.show_webcam(predictor, av.open(str(clip[0])), tmp_path / "cam.mp4")
+    assert summary.frames == 3 and len(shown) == 3
+    written, rate = _read(tmp_path / "cam.mp4")
+    assert len(written) == 3 and rate == FPS and written[0].shape == (HEIGHT, WIDTH, 3)
+    assert all(frame.shape == (HEIGHT, WIDTH, 3) for frame in shown)
+
+
+def test_webcam_without_a_display_is_one_line(tmp_path, clip) -> None:
+    import matplotlib
+
+    from lazydet.evaluation import video
+
+    matplotlib.use("Agg")
+    with pytest.raises(OSError, match="needs a display") as raised:
+        video.show_webcam(None, av.open(str(clip[0])), tmp_path / "cam.mp4")
+    assert "\n" not in str(raised.value) and not (tmp_path / "cam.mp4").exists()
