@@ -308,7 +308,7 @@ def run(argv: list[str]) -> int:
     video_output = None
     if not show_gt:
         if "input" not in own:
-            raise UsageError("Give input=IMAGE_OR_DIR.")
+            raise UsageError("Give input=IMAGE_OR_DIR (or a video file, or webcam:N).")
         video_output = plan_video(own["input"], output_dir, results_json)
         if video_output is None:
             images = list_images(own["input"])
