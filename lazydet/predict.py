@@ -1,9 +1,12 @@
-"""``python -m lazydet.predict``: images in, pictures (and a COCO results json) out.
+"""``python -m lazydet.predict``: images or a video in, pictures or an annotated video (and a
+COCO results json) out.
 
 Usage::
 
     python -m lazydet.predict conf=EXPERIMENT train.init_checkpoint=WEIGHTS input=IMAGE_OR_DIR output=DIR
     python -m lazydet.predict checkpoint=model_final.pth input=photos/ output=out/ results=out/results.json
+    python -m lazydet.predict checkpoint=model_final.pth input=clip.mp4 output=out/ [results=r.json]
+    python -m lazydet.predict checkpoint=model_final.pth input=webcam:0 output=out/   (a window)
     python -m lazydet.predict conf=EXPERIMENT --show-gt output=DIR [max_images=20]   (dataset viewer)
 
 Options (besides config overrides): ``input=`` an image or a folder of images; ``output=`` the
@@ -12,6 +15,12 @@ folder for one PNG per image; ``results=`` a COCO results json of every detectio
 ``device=``; ``checkpoint=`` a lazydet checkpoint to predict with alone (no ``conf=``);
 ``--show-gt`` draws the ground truth of the config's test dataset (``dataset.test``), or of any
 registered dataset with ``show_gt=NAME``, the same way, to check a newly registered dataset.
+
+A video ``input=`` (.mp4 .avi .mov .mkv .webm) gives ``OUTPUT/<stem>_predictions.mp4``, drawn
+the same way, with the input's frame count, size and rate (``results=``: image_id = frame index
++ 1); ``input=webcam:N`` shows camera N's frames with predictions in a window until it is closed
+and records them to ``OUTPUT/webcamN_predictions.mp4``. Both need PyAV
+(``pip install "lazydet[video]"``); see ``lazydet.evaluation.video``.
 
 Nothing is written over an input: an ``output=`` that is ``input=`` or inside it, or a picture
 or ``results=`` file that would replace an input file, is refused (exit 2) before anything is
@@ -118,6 +127,42 @@ def check_outputs_spare_inputs(
                 f"{path} is an input image and would be overwritten by an output; give "
                 "output= (and results=) outside the input."
             )
+
+
+def plan_video(source: str, output_dir: Path, results_json: Path | None) -> Path | None:
+    """The annotated video's path for a video file (by suffix) or ``webcam:N`` input; None for
+    images. Checked like images: PyAV installed, the input a regular file, and neither the video
+    nor ``results=`` written over the input."""
+    from lazydet.evaluation import video
+
+    try:
+        camera = video.webcam_index(source)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if camera is None and Path(source).suffix.lower() not in video.VIDEO_SUFFIXES:
+        return None
+    try:
+        video.require_av()
+    except video.MissingVideoLibrary as e:
+        raise UsageError(f"input={source!r}: {e}") from None
+    target = video.output_video_path(source, output_dir)
+    if camera is not None:
+        if results_json is not None:
+            raise UsageError(f"results= is for images and video files, not input={source!r}.")
+        return target
+    path = Path(source)
+    if not path.exists():
+        raise UsageError(f"input={source!r} does not exist.")
+    if not stat.S_ISREG(path.stat().st_mode):
+        raise UsageError(f"input={source!r} is not a regular file; give a video file.")
+    for planned in (target, results_json):
+        if planned is not None and planned.resolve() == path.resolve():
+            raise UsageError(
+                f"{planned} is the input video and would be overwritten by an output; give "
+                "output= (and results=) elsewhere."
+            )
+    video.check_video(path)  # not a video: refused before the model is loaded
+    return target
 
 
 def _output_names(paths: list[Path]) -> list[str]:
@@ -260,11 +305,15 @@ def run(argv: list[str]) -> int:
     batch_size = _number(own, "batch_size", int, 4, low=1)
     score_threshold = _number(own, "score_threshold", float, 0.5, low=0.0, high=1.0)
     results_json = Path(own["results"]) if "results" in own else None
+    video_output = None
     if not show_gt:
         if "input" not in own:
-            raise UsageError("Give input=IMAGE_OR_DIR.")
-        images = list_images(own["input"])
-        check_outputs_spare_inputs(own["input"], images, output_dir, results_json)
+            raise UsageError("Give input=IMAGE_OR_DIR (or a video file, or webcam:N).")
+        video_output = plan_video(own["input"], output_dir, results_json)
+        if video_output is None:
+            images = list_images(own["input"])
+            check_outputs_spare_inputs(own["input"], images, output_dir, results_json)
+    camera = _open_camera(own["input"]) if video_output is not None else None
     cfg = compose_from_command_line(overrides) if overrides else None
     if show_gt:
         name = own.get("show_gt") or (cfg is not None and select_resolved(cfg, "dataset.test"))
@@ -304,6 +353,10 @@ def run(argv: list[str]) -> int:
                 mapping = {int(k): int(v) for k, v in found.items()} if found else None
     else:
         raise UsageError("Give conf=EXPERIMENT train.init_checkpoint=WEIGHTS, or checkpoint=PATH.")
+    if video_output is not None:
+        return _predict_video(
+            predictor, own["input"], video_output, camera, results_json, score_threshold, mapping
+        )
     failed = predict_images(
         predictor,
         images,
@@ -319,6 +372,47 @@ def run(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 1
+    return 0
+
+
+def _open_camera(source: str) -> Any:
+    """For ``webcam:N``, the open camera (before the model is loaded: no camera, one line and
+    exit 1); None for a video file."""
+    from lazydet.evaluation import video
+
+    index = video.webcam_index(source)
+    return None if index is None else video.open_webcam(index)
+
+
+def _predict_video(
+    predictor: Any,
+    source: str,
+    output: Path,
+    camera: Any,
+    results_json: Path | None,
+    score_threshold: float,
+    mapping: dict[int, int] | None,
+) -> int:
+    from lazydet.evaluation import video
+
+    if camera is not None:
+        summary = video.show_webcam(
+            predictor, camera, output, title=f"input={source}", score_threshold=score_threshold
+        )
+    else:
+        summary = video.predict_video(
+            predictor,
+            source,
+            output,
+            results_json=results_json,
+            score_threshold=score_threshold,
+            contiguous_to_dataset_id=mapping,
+        )
+    print(
+        f"{source}: {summary.frames} frames ({summary.width}x{summary.height}, "
+        f"{float(summary.fps):g} fps) in {summary.seconds:.1f} s: "
+        f"{summary.frames_per_second:.2f} frames/s -> {summary.output}"
+    )
     return 0
 
 
