@@ -17,8 +17,9 @@ What lazydet adds, on both backends:
 - **Deterministic backward** (``deterministic=True``, default: follow
   ``torch.are_deterministic_algorithms_enabled()``): the Triton kernel accumulates in int64 fixed
   point (see ``lazydet.kernels.roi_align.fixed_point_scales``: no overflow by construction,
-  truncation error ~2**-60 of the largest possible gradient). torchvision's CPU backward is
-  serial, hence deterministic; its CUDA backward is not, so forcing the torchvision backend on CUDA
+  truncation error ~2**-60 of the largest possible gradient). The CPU backward (torchvision's
+  serial kernel, or from ``CPU_BACKWARD_MIN_ROIS`` rois the channel-vectorised
+  ``_roi_align_backward_cpu``, serial ``index_add_``s) is deterministic; its CUDA backward is not, so forcing the torchvision backend on CUDA
   with ``deterministic=True`` is refused.
 
 Multi-level pooling assigns each box to an FPN level (``assign_boxes_to_levels``). The Triton path
