@@ -19,8 +19,9 @@ What lazydet adds, on both backends:
   point (see ``lazydet.kernels.roi_align.fixed_point_scales``: no overflow by construction,
   truncation error ~2**-60 of the largest possible gradient). The CPU backward (torchvision's
   serial kernel, or from ``CPU_BACKWARD_MIN_ROIS`` rois the channel-vectorised
-  ``_roi_align_backward_cpu``, serial ``index_add_``s) is deterministic; its CUDA backward is not, so forcing the torchvision backend on CUDA
-  with ``deterministic=True`` is refused.
+  ``_roi_align_backward_cpu``, serial ``index_add_``s) is deterministic; torchvision's CUDA
+  backward is not, so forcing the torchvision backend on CUDA with ``deterministic=True`` is
+  refused.
 
 Multi-level pooling assigns each box to an FPN level (``assign_boxes_to_levels``). The Triton path
 pools every level in one launch, each program choosing its roi's level itself (no ``nonzero``, no
