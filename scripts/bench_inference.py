@@ -10,7 +10,10 @@ loads the same weights into lazydet's torchvision preset (``conf/torchvision_*_f
 * ``torchvision``: the torchvision model;
 * ``lazydet``: the lazydet model as built;
 * ``lazydet optimized``: after ``optimize_for_inference`` (frozen batch norms folded into the
-  convolutions, channels-last weights); ``--ablation`` adds each of the two alone, ``--compile``
+  convolutions, channels-last weights);
+* ``lazydet optimized, bool masks`` (Mask R-CNN): the same with the default
+  ``mask_threshold=0.5`` (masks pasted thresholded, as predict and evaluation get them; the
+  three above return float mask probabilities, as torchvision does); ``--ablation`` adds each of the two alone, ``--compile``
   the same plus ``torch.compile`` of the backbone (for a fixed input size).
 
 All three run under ``torch.inference_mode()``. ``--train`` also times one training step (forward,
@@ -250,6 +253,11 @@ def time_inference(
         "lazydet": infer(model, lazydet_inputs),
         "lazydet optimized": infer(optimized, lazydet_inputs),
     }
+    if args.model == "mask_rcnn":
+        # What predict and evaluation get by default: bool masks (pasted thresholded).
+        thresholded = copy.copy(optimized)  # shares the modules
+        thresholded.mask_threshold = 0.5
+        variants["lazydet optimized, bool masks"] = infer(thresholded, lazydet_inputs)
     if args.ablation:
         folded = optimize_for_inference(copy.deepcopy(model), channels_last=False)
         nhwc = optimize_for_inference(copy.deepcopy(model), fold_batchnorm=False)

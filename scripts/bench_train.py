@@ -28,15 +28,27 @@ Three measurements on the quick-start Mask R-CNN (``conf=quickstart``), all in o
    ``../shared/data/coco_person_val2017`` mapped with the COCO recipe (short edge 640-800, max
    1333, the ``coco2017`` dataset's worker count), trained with the same model.
 
-Usage: ``python scripts/bench_train.py [--iters 20] [--repeats 2] [--data-iters 12]``
+3. **Step variants** (``--step-variants N``, then only this): N interleaved rounds of one training
+   step (forward, backward, SGD) of each variant on the same cached batches, from the same
+   initial weights: ``torchvision ROIAlign bwd`` (the CPU backward lazydet used before issue
+   #23: torchvision's serial kernel, forced with ``CPU_BACKWARD_MIN_ROIS``), ``as built``,
+   ``+ channels-last`` (model weights in channels-last) and ``+ channels-last + bf16`` (under
+   ``torch.autocast("cpu", torch.bfloat16)``, what ``train.amp=bf16`` does). Medians of wall
+   and CPU seconds per step, ratios to the first.
+
+Usage: ``python scripts/bench_train.py [--iters 20] [--repeats 2] [--data-iters 12]
+[--step-variants 9]``
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import copy
+import importlib
 import math
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -202,6 +214,55 @@ def data_wait(cfg, iters: int, skip: int = 2) -> tuple[float, float]:
     return waited / total, total / iters
 
 
+def step_variants(cfg, rounds: int) -> None:
+    """Interleaved training steps of the variants in the module docstring (3.)."""
+    roi_align_module = importlib.import_module("lazydet.ops.roi_align")
+    built_min_rois = roi_align_module.CPU_BACKWARD_MIN_ROIS
+    loader = iter(instantiate(cfg.dataloader.train))
+    batches = [next(loader) for _ in range(6)]
+    del loader
+    variants = {  # name: (torchvision's ROIAlign backward, channels-last, bf16 autocast)
+        "torchvision ROIAlign bwd": (True, False, False),
+        "as built": (False, False, False),
+        "+ channels-last": (False, True, False),
+        "+ channels-last + bf16": (False, True, True),
+    }
+    model, _, _ = _build(cfg)
+    states = {}
+    for name, (_, channels_last, _) in variants.items():
+        copied = copy.deepcopy(model)
+        if channels_last:
+            copied = copied.to(memory_format=torch.channels_last)
+        states[name] = (copied, torch.optim.SGD(copied.parameters(), lr=0.02, momentum=0.9))
+    wall: dict[str, list[float]] = {name: [] for name in variants}
+    cpu: dict[str, list[float]] = {name: [] for name in variants}
+    for round_index in range(rounds + 1):  # round 0 warms up
+        order = list(variants) if round_index % 2 == 0 else list(reversed(variants))
+        for name in order:
+            torchvision_backward, _, bf16 = variants[name]
+            roi_align_module.CPU_BACKWARD_MIN_ROIS = (
+                10**9 if torchvision_backward else built_min_rois
+            )
+            variant_model, optimizer = states[name]
+            start, start_cpu = time.perf_counter(), time.process_time()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = sum(variant_model(batches[round_index % len(batches)]).values())
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            if round_index > 0:
+                wall[name].append(time.perf_counter() - start)
+                cpu[name].append(time.process_time() - start_cpu)
+    roi_align_module.CPU_BACKWARD_MIN_ROIS = built_min_rois
+    first = next(iter(variants))
+    wall0, cpu0 = statistics.median(wall[first]), statistics.median(cpu[first])
+    print(f"\nTraining step variants, median of {rounds} interleaved rounds:")
+    print(f"  {'':<26} {'wall s':>8} {'ratio':>6} {'CPU s':>8} {'ratio':>6}")
+    for name in variants:
+        w, c = statistics.median(wall[name]), statistics.median(cpu[name])
+        print(f"  {name:<26} {w:8.3f} {w / wall0:6.2f} {c:8.3f} {c / cpu0:6.2f}")
+
+
 def coco_photos_config():
     from lazydet.data.datasets.coco import register_coco
 
@@ -225,6 +286,9 @@ def main() -> None:
     parser.add_argument("--log-period", type=int, default=20, help="lazydet's train.log_period")
     parser.add_argument("--data-iters", type=int, default=12, help="steps for the data wait")
     parser.add_argument("--skip-coco", action="store_true", help="no COCO-photo data wait")
+    parser.add_argument(
+        "--step-variants", type=int, default=0, metavar="N", help="only time step variants"
+    )
     args = parser.parse_args()
 
     cfg = compose("quickstart")
@@ -234,6 +298,9 @@ def main() -> None:
         f"{cfg.dataloader.train.total_batch_size})",
         flush=True,
     )
+    if args.step_variants:
+        step_variants(cfg, args.step_variants)
+        return
     best = overhead(cfg, args.iters, args.repeats, args.log_period)
     print(f"\nTrainer overhead, {args.iters} steps, best of {args.repeats} rounds:")
     print(f"  {'':<12} {'total wall':>10} {'total CPU':>10} {'step wall':>10} {'step CPU':>10}")

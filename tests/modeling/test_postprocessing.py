@@ -9,7 +9,11 @@ from torchvision.models.detection.roi_heads import (
     paste_masks_in_image as torchvision_paste_masks_in_image,
 )
 
-from lazydet.modeling.postprocessing import detector_postprocess, paste_masks_in_image
+from lazydet.modeling.postprocessing import (
+    detector_postprocess,
+    paste_masks_grid_sample,
+    paste_masks_in_image,
+)
 from lazydet.structures import Boxes, Instances
 
 
@@ -121,3 +125,26 @@ def test_detector_postprocess_full_box_mask_covers_the_box() -> None:
     assert abs(int(cols.min()) - 16) <= 1 and abs(int(cols.max()) - 47) <= 1
     assert abs(int(rows.min()) - 8) <= 1 and abs(int(rows.max()) - 39) <= 1
     assert mask.sum() == mask[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1].numel()
+
+
+@pytest.mark.parametrize("paste", ["torchvision", "detectron2"])
+def test_thresholded_paste_equals_threshold_of_float_paste(paste: str) -> None:
+    """``threshold=`` pastes bool masks box by box: the same pixels as thresholding the float
+    paste (torchvision's paste thresholded, for the torchvision variant), with zeros outside."""
+    g = torch.Generator().manual_seed(3)
+    height, width = 45, 60
+    boxes = image_boxes(15, height, width, g)  # some across the border, some sub-pixel
+    masks = torch.rand(len(boxes), 14, 14, generator=g)
+    function = paste_masks_in_image if paste == "torchvision" else paste_masks_grid_sample
+    if paste == "torchvision":
+        reference = torchvision_paste_masks_in_image(masks[:, None], boxes, (height, width), 1)
+        reference = reference[:, 0]
+    else:
+        reference = function(masks, boxes, (height, width))
+    for threshold in (0.5, 0.25):
+        pasted = function(masks, boxes, (height, width), threshold=threshold)
+        assert pasted.dtype == torch.bool and pasted.shape == (len(boxes), height, width)
+        assert torch.equal(pasted, reference >= threshold)
+    assert function(torch.zeros(0, 14, 14), torch.zeros(0, 4), (5, 7), threshold=0.5).dtype == (
+        torch.bool
+    )

@@ -3,6 +3,7 @@ against torchvision.ops.roi_align / MultiScaleRoIAlign, the FPN formula and hand
 
 from __future__ import annotations
 
+import importlib
 import math
 
 import pytest
@@ -478,3 +479,35 @@ def test_bad_arguments_raise_clear_errors(device):
         multilevel_roi_align([features], [rois[:, 1:], rois[:, 1:]], 2, [0.5])
     with pytest.raises(ValueError, match="min_level"):
         assign_boxes_to_levels([rois[:, 1:]], 5, 2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("aligned", [True, False])
+@pytest.mark.parametrize("sampling_ratio", [0, 2])
+def test_vectorised_cpu_backward_matches_torchvision_kernel(dtype, aligned, sampling_ratio):
+    """The channel-vectorised CPU backward (used from CPU_BACKWARD_MIN_ROIS rois on) against
+    torchvision's serial kernel: the edge-case rois of ``_rois`` (outside, tiny, zero-area,
+    inverted) repeated, plus random rois of every size, so several sample grids mix in one call."""
+    roi_align_module = importlib.import_module("lazydet.ops.roi_align")
+    generator = torch.Generator().manual_seed(7)
+    num_images, channels, height, width = 2, 5, 13, 17
+    corners = torch.rand(60, 2, generator=generator) * torch.tensor([80.0, 60.0]) - 10.0
+    sizes = torch.rand(60, 2, generator=generator) * 60.0
+    random_rois = torch.cat(
+        [torch.randint(0, num_images, (60, 1), generator=generator), corners, corners + sizes],
+        dim=1,
+    )
+    rois = torch.cat([_rois(torch.device("cpu"), num_images).repeat(3, 1), random_rois])
+    rois = rois.to(dtype)
+    assert rois.shape[0] >= roi_align_module.CPU_BACKWARD_MIN_ROIS
+    grad = torch.randn(rois.shape[0], channels, 3, 4, generator=generator, dtype=dtype)
+    expected = torch.ops.torchvision._roi_align_backward(
+        grad, rois, 0.25, 3, 4, num_images, channels, height, width,
+        sampling_ratio if sampling_ratio > 0 else -1, aligned,
+    )  # fmt: skip
+    actual = roi_align_module._roi_align_backward_cpu(
+        grad, rois, (num_images, channels, height, width), (3, 4), 0.25, sampling_ratio, aligned
+    )
+    assert actual.dtype == dtype and actual.is_contiguous()
+    atol = 1e-5 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(actual, expected, rtol=0, atol=atol)

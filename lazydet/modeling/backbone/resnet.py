@@ -90,6 +90,13 @@ def _shortcut(
     )
 
 
+def _residual_relu(out: Tensor, identity: Tensor) -> Tensor:
+    """``relu(out + identity)`` written into ``out`` (the block's last norm output, which no
+    norm's backward reads), as torchvision's blocks do: no fresh feature map per element-wise op
+    (same values; on a loaded 2-core CPU the ResNet-50 forward time change was within noise)."""
+    return F.relu_(out.add_(identity))
+
+
 class BasicBlock(nn.Module):
     """Two 3x3 convolutions with a residual connection (ResNet-18/34).
 
@@ -114,9 +121,10 @@ class BasicBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
-        out = F.relu(self.bn1(self.conv1(x)))
+        out = F.relu_(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return F.relu(out + identity)
+        # In place, as torchvision: no norm's backward reads its output (see _residual_relu).
+        return _residual_relu(out, identity)
 
 
 class BottleneckBlock(nn.Module):
@@ -151,10 +159,10 @@ class BottleneckBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = F.relu(self.bn2(self.conv2(out)))
+        out = F.relu_(self.bn1(self.conv1(x)))
+        out = F.relu_(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        return F.relu(out + identity)
+        return _residual_relu(out, identity)
 
 
 class ResNet(Backbone):
@@ -299,7 +307,7 @@ class ResNet(Backbone):
                 f"ResNet expects images of shape [B, {self.in_channels}, H, W], "
                 f"got {tuple(images.shape)}."
             )
-        x = F.relu(self.bn1(self.conv1(images)))
+        x = F.relu_(self.bn1(self.conv1(images)))
         x = F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
         outputs: dict[str, Tensor] = {}
         for stage_index, name in enumerate(STAGE_NAMES):
