@@ -142,7 +142,9 @@ def test_each_rank_is_seeded_with_the_seed_plus_its_rank(tmp_path, monkeypatch) 
     monkeypatch.setattr("lazydet.utils.logging.setup_logging", lambda *a, **k: None)
     # What building draws (the initial weights) and what training draws (dropout, sampling).
     monkeypatch.setattr(run_module, "build", lambda cfg: {"init_checkpoint": None, "w": _draws()})
-    monkeypatch.setattr(run_module, "train_built", lambda cfg, built, out, **_: (built["w"], _draws()))
+    monkeypatch.setattr(
+        run_module, "train_built", lambda cfg, built, out, **_: (built["w"], _draws())
+    )
     cfg = {"train": {"seed": 11}}
     per_rank = {}
     for rank in (0, 1, 2):
