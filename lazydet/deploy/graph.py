@@ -1,0 +1,98 @@
+"""The exportable part of a detector: one padded image in, detections as plain tensors out.
+
+``DetectionGraph`` wraps a lazydet detector (any ``DetectorBase``: Faster / Mask / Keypoint
+R-CNN, RetinaNet) so that ``torch.export`` and the ONNX exporter see a function of tensors only:
+
+- in: ``image`` ``[3, H, W]`` float32, RGB or BGR as the model's ``input_format`` says, raw 0-255
+  pixels (the graph normalises), ``H`` and ``W`` multiples of the backbone's
+  ``size_divisibility`` (32 for the FPN recipes). Padding is the caller's (``pad_to_divisible``):
+  inside the graph it makes the symbolic-shape solver guard ``H <= 32 * ceil(H / 32)``, which it
+  cannot prove, and the export fails for dynamic sizes.
+- out, in the coordinates of that image: ``boxes`` ``[D, 4]`` XYXY, ``scores`` ``[D]``,
+  ``labels`` ``[D]`` int64 (contiguous class ids), then ``mask_probs`` ``[D, M, M]``
+  (box-relative mask probabilities, Mask R-CNN) and ``keypoints`` ``[D, K, 3]`` (x, y, score;
+  Keypoint R-CNN).
+
+What stays outside (``lazydet.deploy.runtime.postprocess``): rescaling to the original image,
+clipping, and pasting box-relative masks into the image (``paste_masks_in_image`` loops over
+detections in Python with data-dependent sizes; it is the one graph break of Mask R-CNN under
+``torch.compile`` too, docs/ops.md).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from lazydet.structures import ImageList
+
+__all__ = ["DetectionGraph", "output_names", "pad_to_divisible"]
+
+
+def output_names(*, has_masks: bool, has_keypoints: bool) -> list[str]:
+    """The graph's outputs, in order."""
+    names = ["boxes", "scores", "labels"]
+    if has_masks:
+        names.append("mask_probs")
+    if has_keypoints:
+        names.append("keypoints")
+    return names
+
+
+def pad_to_divisible(image: Tensor, fill: Tensor, divisibility: int) -> Tensor:
+    """``image`` ``[3, H, W]`` float padded at the bottom and right to multiples of
+    ``divisibility`` with ``fill`` ``[3]`` (the model's pixel mean, so the padding is 0 after
+    normalisation, exactly as the model pads its batch)."""
+    height, width = int(image.shape[1]), int(image.shape[2])
+    padded_h = -(-height // divisibility) * divisibility
+    padded_w = -(-width // divisibility) * divisibility
+    out = fill.to(image.dtype).view(3, 1, 1).expand(3, padded_h, padded_w).clone()
+    out[:, :height, :width] = image
+    return out
+
+
+class DetectionGraph(nn.Module):
+    """``forward(image) -> (boxes, scores, labels[, mask_probs][, keypoints])`` (module doc).
+
+    Args:
+        model: a lazydet detector in eval mode.
+    """
+
+    def __init__(self, *, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model.eval()
+
+    @property
+    def has_masks(self) -> bool:
+        heads = getattr(self.model, "roi_heads", None)
+        return getattr(heads, "mask_head", None) is not None
+
+    @property
+    def has_keypoints(self) -> bool:
+        heads = getattr(self.model, "roi_heads", None)
+        return getattr(heads, "keypoint_head", None) is not None
+
+    @property
+    def size_divisibility(self) -> int:
+        """The backbone's: the graph's height and width are multiples of it."""
+        return max(int(self.model.backbone.size_divisibility), 1)
+
+    def forward(self, image: Tensor) -> tuple[Tensor, ...]:
+        # The model's preprocess_image without ImageList.from_tensors: the image comes padded,
+        # and from_tensors's math.ceil on the symbolic size cannot be serialised in a .pt2.
+        # height/width (the size to report at) are unused without postprocessing.
+        model = self.model
+        pixels = image.to(torch.float32)
+        if getattr(model, "input_format", "RGB") == "BGR":
+            pixels = pixels.flip(0)
+        normalized = (pixels - model.pixel_mean) / model.pixel_std
+        images = ImageList(normalized[None], [(image.shape[1], image.shape[2])])
+        inputs = [{"image": image, "height": 1, "width": 1}]
+        result = model.detect(inputs, images)[0]
+        outputs = [result.pred_boxes.tensor, result.scores, result.pred_classes]
+        if result.has("pred_masks"):
+            masks = result.pred_masks
+            outputs.append(masks[:, 0] if masks.dim() == 4 else masks)
+        if result.has("pred_keypoints"):
+            outputs.append(result.pred_keypoints)
+        return tuple(outputs)
