@@ -35,9 +35,8 @@ __all__ = [
 logger = logging.getLogger("lazydet.deploy")
 
 FORMATS = {"torch_export": ".pt2", "onnx": ".onnx"}
-# torch.export.Dim ranges are in units of size_divisibility; below 96 the coarsest FPN level
-# (stride 64, P6 / P7) has one cell and the graph specialises on it.
-DEFAULT_MIN_SIZE = 96
+# None: the least size the model allows (DetectionGraph.min_size: 96 with P6, 160 with P7).
+DEFAULT_MIN_SIZE = None
 DEFAULT_MAX_SIZE = 1344
 
 
@@ -48,14 +47,14 @@ def capture_data_dependent_shapes() -> None:
     torch._dynamo.config.capture_scalar_outputs = True
 
 
-def _check_size_range(min_size: int, max_size: int, step: int) -> None:
+def _check_size_range(min_size: int, max_size: int, step: int, least: int) -> None:
     for name, value in (("min_size", min_size), ("max_size", max_size)):
         if value % step:
             raise ValueError(f"{name}={value} must be a multiple of {step} (the backbone's).")
-    if not max(DEFAULT_MIN_SIZE, 2 * step) <= min_size <= max_size:
+    if not least <= min_size <= max_size:
         raise ValueError(
-            f"min_size={min_size}, max_size={max_size}: need "
-            f"{max(DEFAULT_MIN_SIZE, 2 * step)} <= min_size <= max_size."
+            f"min_size={min_size}, max_size={max_size}: need {least} <= min_size <= max_size "
+            "(below the coarsest feature stride the pyramid's top level is empty)."
         )
 
 
@@ -121,6 +120,9 @@ def build_metadata(
         "outputs": output_names(has_masks=graph.has_masks, has_keypoints=graph.has_keypoints),
         "mask_threshold": getattr(model, "mask_threshold", 0.5),
         "mask_paste": getattr(model, "mask_paste", "torchvision"),
+        "keypoint_score_type": getattr(
+            getattr(getattr(model, "roi_heads", None), "keypoint_head", None), "score_type", "logit"
+        ),
     }
 
 
@@ -130,7 +132,7 @@ def export_program(
     height: int = 800,
     width: int = 1088,
     dynamic: bool = True,
-    min_size: int = DEFAULT_MIN_SIZE,
+    min_size: int | None = DEFAULT_MIN_SIZE,
     max_size: int = DEFAULT_MAX_SIZE,
 ) -> torch.export.ExportedProgram:
     """``torch.export.export`` of ``DetectionGraph(model)`` on a ``3 x height x width`` example
@@ -138,7 +140,8 @@ def export_program(
     backbone's ``size_divisibility``)."""
     graph = DetectionGraph(model=model.to("cpu").eval())
     step = graph.size_divisibility
-    _check_size_range(min_size, max_size, step)
+    min_size = graph.min_size if min_size is None else min_size
+    _check_size_range(min_size, max_size, step, graph.min_size)
     example = _example(height, width, min_size, max_size, step)
     capture_data_dependent_shapes()
     # strict (dynamo) tracing: len() of a data-dependent tensor stays symbolic, where the
@@ -152,13 +155,54 @@ def export_program(
         )
 
 
+def drop_runtime_asserts(program: torch.export.ExportedProgram) -> None:
+    """Remove the shape assertions ``torch.export`` puts in the graph (``_assert_scalar`` of
+    ``u <= 2**63-ish`` on the data-dependent sizes of NMS and ``nonzero``, and the comparisons
+    they read), in place: the ONNX exporter cannot write their 64-bit-overflowing constants, and
+    ONNX Runtime checks shapes itself."""
+    import operator
+
+    asserts = {
+        torch.ops.aten._assert_scalar.default,
+        torch.ops.aten._assert_async.msg,
+        torch.ops.aten.sym_constrain_range_for_size.default,
+        torch.ops.aten.sym_constrain_range.default,
+    }
+    symbolic = {
+        operator.le,
+        operator.lt,
+        operator.ge,
+        operator.gt,
+        operator.eq,
+        operator.ne,
+        operator.and_,
+        operator.or_,
+        operator.not_,
+        torch.sym_not,
+    }
+    graph = program.graph_module.graph
+    for node in list(graph.nodes):
+        if node.op == "call_function" and node.target in asserts:
+            graph.erase_node(node)
+    changed = True
+    while changed:
+        changed = False
+        for node in reversed(list(graph.nodes)):
+            if node.op == "call_function" and node.target in symbolic and not node.users:
+                graph.erase_node(node)
+                changed = True
+    program.graph_module.recompile()
+
+
 def export_onnx(program: torch.export.ExportedProgram, path: Path, metadata: dict) -> None:
     """The ONNX model of an exported program, with the lazydet ops translated
-    (``lazydet.deploy.onnx_ops``), ``metadata`` in its ``metadata_props``."""
+    (``lazydet.deploy.onnx_ops``), ``metadata`` in its ``metadata_props``. The program's shape
+    assertions are removed first (``drop_runtime_asserts``)."""
     import onnx
 
     from lazydet.deploy.onnx_ops import custom_translation_table
 
+    drop_runtime_asserts(program)
     onnx_program = torch.onnx.export(
         program,
         dynamo=True,
@@ -167,7 +211,7 @@ def export_onnx(program: torch.export.ExportedProgram, path: Path, metadata: dic
         output_names=metadata["outputs"],
         optimize=True,
     )
-    onnx_program.save(str(path))
+    onnx_program.save(str(path), external_data=False)
     proto = onnx.load(str(path))
     entry = proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(metadata)
@@ -182,7 +226,7 @@ def export_detector(
     height: int = 800,
     width: int = 1088,
     dynamic: bool = True,
-    min_size: int = DEFAULT_MIN_SIZE,
+    min_size: int | None = DEFAULT_MIN_SIZE,
     max_size: int = DEFAULT_MAX_SIZE,
     name: str = "model",
 ) -> Path:
@@ -209,6 +253,7 @@ def export_detector(
         max_size=max_size,
     )
     graph = DetectionGraph(model=predictor.model)
+    min_size = graph.min_size if min_size is None else min_size
     metadata = build_metadata(
         predictor,
         graph,

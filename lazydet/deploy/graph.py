@@ -10,16 +10,19 @@ R-CNN, RetinaNet) so that ``torch.export`` and the ONNX exporter see a function 
   cannot prove, and the export fails for dynamic sizes.
 - out, in the coordinates of that image: ``boxes`` ``[D, 4]`` XYXY, ``scores`` ``[D]``,
   ``labels`` ``[D]`` int64 (contiguous class ids), then ``mask_probs`` ``[D, M, M]``
-  (box-relative mask probabilities, Mask R-CNN) and ``keypoints`` ``[D, K, 3]`` (x, y, score;
-  Keypoint R-CNN).
+  (box-relative mask probabilities, Mask R-CNN) and ``keypoint_heatmaps`` ``[D, K, S, S]``
+  (the keypoint head's logits, Keypoint R-CNN).
 
 What stays outside (``lazydet.deploy.runtime.postprocess``): rescaling to the original image,
-clipping, and pasting box-relative masks into the image (``paste_masks_in_image`` loops over
-detections in Python with data-dependent sizes; it is the one graph break of Mask R-CNN under
-``torch.compile`` too, docs/ops.md).
+clipping, pasting box-relative masks into the image (``paste_masks_in_image`` loops over
+detections in Python with data-dependent sizes) and decoding keypoint heatmaps
+(``heatmaps_to_keypoints`` resizes each heatmap to its box's data-dependent size): the two graph
+breaks of Mask and Keypoint R-CNN under ``torch.compile`` too (docs/ops.md).
 """
 
 from __future__ import annotations
+
+import copy
 
 import torch
 from torch import Tensor, nn
@@ -35,7 +38,7 @@ def output_names(*, has_masks: bool, has_keypoints: bool) -> list[str]:
     if has_masks:
         names.append("mask_probs")
     if has_keypoints:
-        names.append("keypoints")
+        names.append("keypoint_heatmaps")
     return names
 
 
@@ -60,7 +63,7 @@ class DetectionGraph(nn.Module):
 
     def __init__(self, *, model: nn.Module) -> None:
         super().__init__()
-        self.model = model.eval()
+        self.model = _heatmaps_as_output(model.eval())
 
     @property
     def has_masks(self) -> bool:
@@ -76,6 +79,16 @@ class DetectionGraph(nn.Module):
     def size_divisibility(self) -> int:
         """The backbone's: the graph's height and width are multiples of it."""
         return max(int(self.model.backbone.size_divisibility), 1)
+
+    @property
+    def min_size(self) -> int:
+        """The least height and width the graph takes: the first multiple of
+        ``size_divisibility`` above the coarsest feature stride (64 for P6, 128 for RetinaNet's
+        P7). At the stride itself the coarsest map has one cell, and the traced graph has
+        specialised that away."""
+        strides = [spec.stride for spec in self.model.backbone.output_shape().values()]
+        step = self.size_divisibility
+        return (max(strides) // step + 1) * step
 
     def forward(self, image: Tensor) -> tuple[Tensor, ...]:
         # The model's preprocess_image without ImageList.from_tensors: the image comes padded,
@@ -93,6 +106,28 @@ class DetectionGraph(nn.Module):
         if result.has("pred_masks"):
             masks = result.pred_masks
             outputs.append(masks[:, 0] if masks.dim() == 4 else masks)
-        if result.has("pred_keypoints"):
-            outputs.append(result.pred_keypoints)
+        if result.has("pred_keypoint_heatmaps"):
+            outputs.append(result.pred_keypoint_heatmaps)
         return tuple(outputs)
+
+
+def _heatmaps_as_output(model: nn.Module) -> nn.Module:
+    """``model`` whose keypoint head, if any, leaves its heatmap logits on the detections
+    (``pred_keypoint_heatmaps``) instead of decoding them; ``model`` itself is unchanged (shallow
+    copies of the model, its ROI heads and the keypoint head share every parameter)."""
+    heads = getattr(model, "roi_heads", None)
+    head = getattr(heads, "keypoint_head", None)
+    if head is None:
+        return model
+    keypoint_head = copy.copy(head)
+
+    def keep_heatmaps(heatmap_logits: Tensor, detections) -> None:
+        (image_detections,) = detections  # the graph takes one image
+        image_detections.pred_keypoint_heatmaps = heatmap_logits
+
+    keypoint_head.inference = keep_heatmaps
+    new_heads = copy.copy(heads)
+    new_heads._modules = {**heads._modules, "keypoint_head": keypoint_head}
+    new_model = copy.copy(model)
+    new_model._modules = {**model._modules, "roi_heads": new_heads}
+    return new_model

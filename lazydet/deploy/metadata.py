@@ -10,7 +10,8 @@ multiples of it); ``min_size`` / ``max_size`` (the range of height and width the
 after padding); ``dynamic`` (false: only ``export_size``); ``export_size`` (the example's
 ``[height, width]``); ``resize`` (``{"size", "max_size"}`` of the test-time ``v2.Resize``
 that ``ExportedPredictor`` applies first, or null); ``outputs`` (names in order);
-``mask_threshold``; ``mask_paste``.
+``mask_threshold``; ``mask_paste``; ``keypoint_score_type`` (how ``heatmaps_to_keypoints``
+scores a keypoint).
 """
 
 from __future__ import annotations

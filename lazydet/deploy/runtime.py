@@ -9,8 +9,9 @@ pixels (``pred_boxes``, ``scores``, ``pred_classes``, ``pred_masks`` bool ``[D, 
    ``resize``), the same transform ``Predictor`` applies;
 2. padding to a multiple of ``size_divisibility`` with the pixel mean (``pad_to_divisible``);
 3. the graph (``torch.export.load(...).module()`` or an ``onnxruntime.InferenceSession``);
-4. ``postprocess``: rescale to the original image, clip, drop empty boxes, paste and threshold
-   the masks (``lazydet.modeling.postprocessing.detector_postprocess``, the eager model's own).
+4. ``postprocess``: decode keypoint heatmaps (``heatmaps_to_keypoints``), rescale to the
+   original image, clip, drop empty boxes, paste and threshold the masks
+   (``lazydet.modeling.postprocessing.detector_postprocess``): the eager model's own code.
 
 Loading the ``.pt2`` graph itself needs only ``import lazydet.ops`` (the operators'
 registration); this module also imports lazydet's data and structures for steps 1, 2 and 4.
@@ -116,8 +117,14 @@ def postprocess(
     }
     if "mask_probs" in found:
         fields["pred_masks"] = found["mask_probs"].float()
-    if "keypoints" in found:
-        fields["pred_keypoints"] = found["keypoints"].float()
+    if "keypoint_heatmaps" in found:
+        from lazydet.modeling.roi_heads.keypoint_head import heatmaps_to_keypoints
+
+        fields["pred_keypoints"] = heatmaps_to_keypoints(
+            found["keypoint_heatmaps"].float(),
+            fields["pred_boxes"].tensor,
+            score_type=metadata.get("keypoint_score_type", "logit"),
+        )
     instances = Instances(input_size, **fields)
     return detector_postprocess(
         instances,
