@@ -17,6 +17,7 @@ NMS breaks exact score ties by onnxruntime's order.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable
 
 __all__ = ["custom_translation_table"]
@@ -123,7 +124,31 @@ def custom_translation_table() -> dict[Callable, Callable]:
         shifted = op.Add(boxes, op.Unsqueeze(offsets, [1]))
         return _nms(shifted, scores, iou_threshold, max_keep)
 
+    # torch.export bounds each data-dependent size (NMS, nonzero) with comparisons against
+    # constants past int64 (``u <= 2**63 * 8``); the exporter drops the assertions but still
+    # writes the comparisons, and a constant past int64 cannot be written. Clamped into int64
+    # they compare the same for every size a tensor can have.
+    int64 = (-(2**63), 2**63 - 1)
+
+    def _fits(value):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return min(max(value, int64[0]), int64[1])
+        return value
+
+    def _compare(onnx_op):
+        def translate(a, b):
+            return onnx_op(_fits(a), _fits(b))
+
+        return translate
+
+    comparisons = {
+        operator.le: _compare(op.LessOrEqual),
+        operator.lt: _compare(op.Less),
+        operator.ge: _compare(op.GreaterOrEqual),
+        operator.gt: _compare(op.Greater),
+    }
     return {
+        **comparisons,
         torch.ops.lazydet.roi_align.default: roi_align,
         torch.ops.lazydet.multilevel_roi_align.default: multilevel_roi_align,
         torch.ops.lazydet.nms.default: nms,
