@@ -8,7 +8,7 @@ Usage::
 Options (besides config overrides): ``format=`` ``torch_export`` (``DIR/model.pt2``, an
 ``ExportedProgram``) or ``onnx`` (``DIR/model.onnx``, for onnxruntime); ``output=`` the folder
 (``model.json`` beside the model holds its metadata: class names, input format, sizes);
-``height=``/``width=`` the example size (multiples of 32; default 800x1088); ``min_size=`` /
+``height=``/``width=`` the example size (default 800x1088); ``min_size=`` /
 ``max_size=`` the range of height and width the model accepts (default: from the least the
 backbone allows, 96 with P6 or 160 with RetinaNet's P7, to 1344), or
 ``dynamic=false`` for the example size only; ``checkpoint=`` a lazydet checkpoint to export alone

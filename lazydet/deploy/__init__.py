@@ -5,7 +5,7 @@ runs it with ``Predictor``'s interface.
 """
 
 from lazydet.deploy.export import FORMATS, export_detector, export_program
-from lazydet.deploy.graph import DetectionGraph, pad_to_divisible
+from lazydet.deploy.graph import DetectionGraph
 from lazydet.deploy.runtime import ExportedPredictor, load_exported, postprocess
 
 __all__ = [
@@ -15,6 +15,5 @@ __all__ = [
     "export_detector",
     "export_program",
     "load_exported",
-    "pad_to_divisible",
     "postprocess",
 ]

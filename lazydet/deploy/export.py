@@ -2,12 +2,13 @@
 
 ``export_detector(predictor, format=..., output_dir=...)`` exports ``predictor.model`` (an eager
 ``lazydet.evaluation.Predictor``'s, which also carries the class names and the test resize)
-wrapped in ``DetectionGraph`` (one padded RGB 0-255 image in, detections in that image's pixels
+wrapped in ``DetectionGraph`` (one RGB 0-255 image in, detections in that image's pixels
 out) and writes ``model.pt2`` or ``model.onnx`` plus ``model.json`` (the metadata, also inside
 the model file). ``ExportedPredictor`` (``lazydet.deploy.runtime``) runs the result.
 
-Sizes: the graph's height and width are multiples of the backbone's ``size_divisibility`` (32) in
-``[min_size, max_size]`` (``dynamic=True``, the default), or exactly the example's size.
+Sizes: the graph's height and width are any in ``[min_size, max_size]`` (``dynamic=True``, the
+default; ``min_size`` at least one pixel above the coarsest feature stride), or exactly the
+example's size.
 """
 
 from __future__ import annotations
@@ -47,10 +48,7 @@ def capture_data_dependent_shapes() -> None:
     torch._dynamo.config.capture_scalar_outputs = True
 
 
-def _check_size_range(min_size: int, max_size: int, step: int, least: int) -> None:
-    for name, value in (("min_size", min_size), ("max_size", max_size)):
-        if value % step:
-            raise ValueError(f"{name}={value} must be a multiple of {step} (the backbone's).")
+def _check_size_range(min_size: int, max_size: int, least: int) -> None:
     if not least <= min_size <= max_size:
         raise ValueError(
             f"min_size={min_size}, max_size={max_size}: need {least} <= min_size <= max_size "
@@ -58,20 +56,19 @@ def _check_size_range(min_size: int, max_size: int, step: int, least: int) -> No
         )
 
 
-def _example(height: int, width: int, min_size: int, max_size: int, step: int) -> torch.Tensor:
+def _example(height: int, width: int, min_size: int, max_size: int) -> torch.Tensor:
     for name, value in (("height", height), ("width", width)):
-        if value % step or not min_size <= value <= max_size:
+        if not min_size <= value <= max_size:
             raise ValueError(
-                f"{name}={value}: the export size must be a multiple of {step} "
-                f"within [{min_size}, {max_size}]."
+                f"{name}={value}: the export size must be within [{min_size}, {max_size}]."
             )
     generator = torch.Generator().manual_seed(0)
     return (torch.rand(3, height, width, generator=generator) * 255).round()
 
 
-def _dynamic_shapes(min_size: int, max_size: int, step: int) -> tuple[dict[int, Any]]:
-    height = step * torch.export.Dim("height_32", min=min_size // step, max=max_size // step)
-    width = step * torch.export.Dim("width_32", min=min_size // step, max=max_size // step)
+def _dynamic_shapes(min_size: int, max_size: int) -> tuple[dict[int, Any]]:
+    height = torch.export.Dim("height", min=min_size, max=max_size)
+    width = torch.export.Dim("width", min=min_size, max=max_size)
     return ({1: height, 2: width},)
 
 
@@ -136,13 +133,11 @@ def export_program(
     max_size: int = DEFAULT_MAX_SIZE,
 ) -> torch.export.ExportedProgram:
     """``torch.export.export`` of ``DetectionGraph(model)`` on a ``3 x height x width`` example
-    (CPU, float32), height and width dynamic in ``[min_size, max_size]`` (multiples of the
-    backbone's ``size_divisibility``)."""
+    (CPU, float32), height and width dynamic in ``[min_size, max_size]``."""
     graph = DetectionGraph(model=model.to("cpu").eval())
-    step = graph.size_divisibility
     min_size = graph.min_size if min_size is None else min_size
-    _check_size_range(min_size, max_size, step, graph.min_size)
-    example = _example(height, width, min_size, max_size, step)
+    _check_size_range(min_size, max_size, graph.min_size)
+    example = _example(height, width, min_size, max_size)
     capture_data_dependent_shapes()
     # strict (dynamo) tracing: len() of a data-dependent tensor stays symbolic, where the
     # non-strict tracer needs a Python int and fails in Instances.set.
@@ -150,7 +145,7 @@ def export_program(
         return torch.export.export(
             graph,
             (example,),
-            dynamic_shapes=_dynamic_shapes(min_size, max_size, step) if dynamic else None,
+            dynamic_shapes=_dynamic_shapes(min_size, max_size) if dynamic else None,
             strict=True,
         )
 

@@ -1,13 +1,11 @@
-"""The exportable part of a detector: one padded image in, detections as plain tensors out.
+"""The exportable part of a detector: one image in, detections as plain tensors out.
 
 ``DetectionGraph`` wraps a lazydet detector (any ``DetectorBase``: Faster / Mask / Keypoint
 R-CNN, RetinaNet) so that ``torch.export`` and the ONNX exporter see a function of tensors only:
 
-- in: ``image`` ``[3, H, W]`` float32, RGB or BGR as the model's ``input_format`` says, raw 0-255
-  pixels (the graph normalises), ``H`` and ``W`` multiples of the backbone's
-  ``size_divisibility`` (32 for the FPN recipes). Padding is the caller's (``pad_to_divisible``):
-  inside the graph it makes the symbolic-shape solver guard ``H <= 32 * ceil(H / 32)``, which it
-  cannot prove, and the export fails for dynamic sizes.
+- in: ``image`` ``[3, H, W]`` float32 RGB, raw 0-255 pixels, at the size the model runs at (after
+  the recipe's test resize); the graph flips to BGR when the model's ``input_format`` is BGR,
+  normalises and pads to the backbone's ``size_divisibility`` as the model does.
 - out, in the coordinates of that image: ``boxes`` ``[D, 4]`` XYXY, ``scores`` ``[D]``,
   ``labels`` ``[D]`` int64 (contiguous class ids), then ``mask_probs`` ``[D, M, M]``
   (box-relative mask probabilities, Mask R-CNN) and ``keypoint_heatmaps`` ``[D, K, S, S]``
@@ -29,7 +27,7 @@ from torch import Tensor, nn
 
 from lazydet.structures import ImageList
 
-__all__ = ["DetectionGraph", "output_names", "pad_to_divisible"]
+__all__ = ["DetectionGraph", "output_names"]
 
 
 def output_names(*, has_masks: bool, has_keypoints: bool) -> list[str]:
@@ -40,18 +38,6 @@ def output_names(*, has_masks: bool, has_keypoints: bool) -> list[str]:
     if has_keypoints:
         names.append("keypoint_heatmaps")
     return names
-
-
-def pad_to_divisible(image: Tensor, fill: Tensor, divisibility: int) -> Tensor:
-    """``image`` ``[3, H, W]`` float padded at the bottom and right to multiples of
-    ``divisibility`` with ``fill`` ``[3]`` (the model's pixel mean, so the padding is 0 after
-    normalisation, exactly as the model pads its batch)."""
-    height, width = int(image.shape[1]), int(image.shape[2])
-    padded_h = -(-height // divisibility) * divisibility
-    padded_w = -(-width // divisibility) * divisibility
-    out = fill.to(image.dtype).view(3, 1, 1).expand(3, padded_h, padded_w).clone()
-    out[:, :height, :width] = image
-    return out
 
 
 class DetectionGraph(nn.Module):
@@ -82,24 +68,30 @@ class DetectionGraph(nn.Module):
 
     @property
     def min_size(self) -> int:
-        """The least height and width the graph takes: the first multiple of
-        ``size_divisibility`` above the coarsest feature stride (64 for P6, 128 for RetinaNet's
-        P7). At the stride itself the coarsest map has one cell, and the traced graph has
-        specialised that away."""
+        """The least height and width the graph takes: one pixel above the coarsest feature
+        stride (64 for P6, 128 for RetinaNet's P7). At the stride itself the coarsest map has
+        one cell, and the traced graph has specialised that away."""
         strides = [spec.stride for spec in self.model.backbone.output_shape().values()]
-        step = self.size_divisibility
-        return (max(strides) // step + 1) * step
+        return int(max(strides)) + 1
 
     def forward(self, image: Tensor) -> tuple[Tensor, ...]:
-        # The model's preprocess_image without ImageList.from_tensors: the image comes padded,
-        # and from_tensors's math.ceil on the symbolic size cannot be serialised in a .pt2.
-        # height/width (the size to report at) are unused without postprocessing.
+        # The model's preprocess_image, written so that torch.export can keep the size
+        # symbolic and serialise the graph: ImageList.from_tensors's math.ceil cannot be
+        # serialised in a .pt2, and its copy into a padded canvas makes the solver guard
+        # H <= 32 * ceil(H / 32), which it cannot prove. F.pad by the remainder (bottom and
+        # right, 0 after normalisation: the model's padding) needs neither.
         model = self.model
+        height, width = image.shape[1], image.shape[2]
+        step = self.size_divisibility
+        pad_bottom = (-height) % step  # the solver knows a remainder is >= 0
+        pad_right = (-width) % step
         pixels = image.to(torch.float32)
         if getattr(model, "input_format", "RGB") == "BGR":
             pixels = pixels.flip(0)
         normalized = (pixels - model.pixel_mean) / model.pixel_std
-        images = ImageList(normalized[None], [(image.shape[1], image.shape[2])])
+        padded = nn.functional.pad(normalized[None], (0, pad_right, 0, pad_bottom))
+        images = ImageList(padded, [(height, width)])
+        # height/width (the size to report at) are unused without postprocessing.
         inputs = [{"image": image, "height": 1, "width": 1}]
         result = model.detect(inputs, images)[0]
         outputs = [result.pred_boxes.tensor, result.scores, result.pred_classes]

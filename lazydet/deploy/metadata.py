@@ -5,9 +5,8 @@ Stored in the ``.pt2`` archive's extra files (``EXTRA_FILE``), in the ONNX model
 
 Keys: ``format_version``; ``detector`` (the model class); ``class_names``; ``keypoint_names``;
 ``keypoint_skeleton``; ``input_format`` (``"RGB"``/``"BGR"``: the channel order the graph takes);
-``pixel_mean`` (the padding value); ``size_divisibility`` (the graph's height and width are
-multiples of it); ``min_size`` / ``max_size`` (the range of height and width the graph accepts,
-after padding); ``dynamic`` (false: only ``export_size``); ``export_size`` (the example's
+``pixel_mean``; ``size_divisibility`` (the graph pads to multiples of it);
+``min_size`` / ``max_size`` (the range of height and width the graph accepts, after the resize); ``dynamic`` (false: only ``export_size``); ``export_size`` (the example's
 ``[height, width]``); ``resize`` (``{"size", "max_size"}`` of the test-time ``v2.Resize``
 that ``ExportedPredictor`` applies first, or null); ``outputs`` (names in order);
 ``mask_threshold``; ``mask_paste``; ``keypoint_score_type`` (how ``heatmaps_to_keypoints``

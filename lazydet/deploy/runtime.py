@@ -7,14 +7,13 @@ pixels (``pred_boxes``, ``scores``, ``pred_classes``, ``pred_masks`` bool ``[D, 
 
 1. the test-time resize of the recipe (``torchvision.transforms.v2.Resize`` with the stored
    ``resize``), the same transform ``Predictor`` applies;
-2. padding to a multiple of ``size_divisibility`` with the pixel mean (``pad_to_divisible``);
-3. the graph (``torch.export.load(...).module()`` or an ``onnxruntime.InferenceSession``);
-4. ``postprocess``: decode keypoint heatmaps (``heatmaps_to_keypoints``), rescale to the
+2. the graph (``torch.export.load(...).module()`` or an ``onnxruntime.InferenceSession``);
+3. ``postprocess``: decode keypoint heatmaps (``heatmaps_to_keypoints``), rescale to the
    original image, clip, drop empty boxes, paste and threshold the masks
    (``lazydet.modeling.postprocessing.detector_postprocess``): the eager model's own code.
 
 Loading the ``.pt2`` graph itself needs only ``import lazydet.ops`` (the operators'
-registration); this module also imports lazydet's data and structures for steps 1, 2 and 4.
+registration); this module also imports lazydet's structures and modeling for step 3.
 """
 
 from __future__ import annotations
@@ -30,7 +29,6 @@ import torch
 from torch import Tensor
 
 import lazydet.ops  # noqa: F401  (registers torch.ops.lazydet.*, which the graphs call)
-from lazydet.deploy.graph import pad_to_divisible
 from lazydet.deploy.metadata import EXTRA_FILE, METADATA_KEY, read_sidecar
 from lazydet.structures import Boxes, Instances
 
@@ -100,8 +98,8 @@ def postprocess(
     input_size: tuple[int, int],
     original_size: tuple[int, int],
 ) -> Instances:
-    """The graph's outputs (coordinates of the resized, padded image) -> ``Instances`` at
-    ``original_size``; ``input_size`` is the resized image's size before padding."""
+    """The graph's outputs (coordinates of the resized image, ``input_size``) -> ``Instances``
+    at ``original_size``."""
     from lazydet.modeling.postprocessing import detector_postprocess
 
     names = metadata["outputs"]
@@ -163,13 +161,12 @@ class ExportedPredictor:
             self.augmentations = v2.Resize(
                 resize["size"], max_size=resize["max_size"], antialias=True
             )
-        self.pixel_mean = torch.tensor(self.metadata["pixel_mean"], dtype=torch.float32)
 
     def _check_size(self, height: int, width: int, what: str) -> None:
         low, high = self.metadata["min_size"], self.metadata["max_size"]
         if not (low <= height <= high and low <= width <= high):
             raise ValueError(
-                f"{what}: after resizing and padding it is {height}x{width}, outside the "
+                f"{what}: after resizing it is {height}x{width}, outside the "
                 f"{low}-{high} pixels {self.path.name} was exported for; re-export with "
                 "min_size=/max_size= covering it."
             )
@@ -187,14 +184,9 @@ class ExportedPredictor:
 
             image = self.augmentations(tv_tensors.Image(image)).as_subclass(Tensor)
         resized = (int(image.shape[1]), int(image.shape[2]))
-        image = image.float()
-        # The graph takes RGB (a BGR model flips inside); its padding must normalise to 0.
-        mean = (
-            self.pixel_mean.flip(0) if self.metadata["input_format"] == "BGR" else self.pixel_mean
-        )
-        padded = pad_to_divisible(image, mean, self.metadata["size_divisibility"])
-        self._check_size(int(padded.shape[1]), int(padded.shape[2]), what)
-        outputs = self.run_graph(padded)
+        image = image.float()  # RGB: a BGR model flips inside the graph
+        self._check_size(resized[0], resized[1], what)
+        outputs = self.run_graph(image)
         return postprocess(outputs, self.metadata, input_size=resized, original_size=original)
 
     def predict(self, images: Sequence[Any]) -> list[Instances]:

@@ -3,7 +3,7 @@
 
 The models are the COCO recipes with a ResNet-18 FPN and seeded random weights
 (``scripts/compile_graph_breaks.build_detector``: score threshold 0 so every detection counts).
-Each is exported once at 160x224 with dynamic height and width, then run at two other sizes and
+Each is exported once at 150x210 with dynamic height and width, then run at two other sizes and
 compared, after ``lazydet.deploy.postprocess``, with the eager model's own detections at the same
 input: same count, boxes to 1e-3 px, scores to 1e-4, labels equal, pasted masks IoU >= 0.99,
 keypoints to 1e-3. The ``.pt2`` is loaded and run in a fresh process that imports only
@@ -32,8 +32,8 @@ graph_breaks = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(graph_breaks)
 
 # RetinaNet's P7 (stride 128) needs sizes above 128.
-EXPORT_SIZE = (160, 224)
-CHECK_SIZES = ((192, 160), (224, 288))
+EXPORT_SIZE = (150, 210)
+CHECK_SIZES = ((192, 160), (230, 297))
 DETECTORS = ("faster_rcnn_fpn", "mask_rcnn_fpn", "keypoint_rcnn_fpn", "retinanet_fpn")
 
 
