@@ -59,6 +59,11 @@ def test_exported_predictor_matches_predictor_on_photos(fmt, shared_data, tmp_pa
     photos = [shared_data / "coco_person_val2017" / name for name in PHOTOS]
     for photo in photos:
         assert_same_instances(exported(str(photo)), predictor(str(photo)))
+    # The command runs it too: python -m lazydet.predict exported=... input=... output=...
+    from lazydet.predict import run
+
+    assert run([f"exported={path}", f"input={photos[0]}", f"output={tmp_path / 'pictures'}"]) == 0
+    assert (tmp_path / "pictures" / f"{photos[0].stem}.png").is_file()
     with pytest.raises(ValueError, match="exists"):
         export_detector(predictor, format=fmt, output_dir=tmp_path, height=192, width=288)
 
