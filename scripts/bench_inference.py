@@ -195,7 +195,9 @@ def exported_variants(
     }
     size = (int(image.shape[1]), int(image.shape[2]))
     start = time.perf_counter()
-    program = export_program(model, height=size[0], width=size[1])
+    # Fixed size: with the torchvision preset (anchors spaced by padded size // feature size)
+    # dynamic height/width fail on a guard the solver cannot prove (docs/deploy.md).
+    program = export_program(model, height=size[0], width=size[1], dynamic=False)
     print(f"torch.export took {time.perf_counter() - start:.1f} s")
     module = program.module()
 
@@ -212,7 +214,8 @@ def exported_variants(
         return variants
     folder = Path(tempfile.mkdtemp(prefix="lazydet_bench_"))
     start = time.perf_counter()
-    export_onnx(export_program(model, height=size[0], width=size[1]), folder / "m.onnx", metadata)
+    fixed = export_program(model, height=size[0], width=size[1], dynamic=False)
+    export_onnx(fixed, folder / "m.onnx", metadata)
     print(f"ONNX export took {time.perf_counter() - start:.1f} s")
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = args.threads

@@ -163,17 +163,21 @@ class ExportedPredictor:
             )
 
     def _check_size(self, height: int, width: int, what: str) -> None:
+        """The graph's size guards, as one clear error before it runs."""
+        if not self.metadata["dynamic"]:
+            if [height, width] != self.metadata["export_size"]:
+                raise ValueError(
+                    f"{what}: {self.path.name} was exported at the fixed size "
+                    f"{self.metadata['export_size']} and this image becomes {height}x{width}; "
+                    "re-export with dynamic=true."
+                )
+            return
         low, high = self.metadata["min_size"], self.metadata["max_size"]
         if not (low <= height <= high and low <= width <= high):
             raise ValueError(
                 f"{what}: after resizing it is {height}x{width}, outside the "
                 f"{low}-{high} pixels {self.path.name} was exported for; re-export with "
                 "min_size=/max_size= covering it."
-            )
-        if not self.metadata["dynamic"] and [height, width] != self.metadata["export_size"]:
-            raise ValueError(
-                f"{what}: {self.path.name} was exported at the fixed size "
-                f"{self.metadata['export_size']} and this image becomes {height}x{width}."
             )
 
     def predict_one(self, image: Tensor, *, what: str = "image") -> Instances:
