@@ -8,6 +8,7 @@ usage errors (fast)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -89,3 +90,23 @@ def test_exported_predictor_refuses_what_it_cannot_run(tmp_path):
     other.write_bytes(b"not a model")
     with pytest.raises(ValueError, match=r"\.pt2.*\.onnx"):
         ExportedPredictor(path=other)
+
+
+def test_exported_predictor_checks_the_size_range_before_running():
+    predictor = ExportedPredictor.__new__(ExportedPredictor)  # the checks only, no model file
+    predictor.path = Path("model.pt2")
+    predictor.metadata = {
+        "dynamic": True,
+        "min_size": 65,
+        "max_size": 1344,
+        "export_size": [800, 1088],
+    }
+    predictor._check_size(800, 1066, "image 0")
+    with pytest.raises(
+        ValueError, match="image 3: after resizing it is 64x100, outside the 65-1344"
+    ):
+        predictor._check_size(64, 100, "image 3")
+    predictor.metadata["dynamic"] = False
+    predictor._check_size(800, 1088, "image 0")
+    with pytest.raises(ValueError, match=r"fixed size \[800, 1088\]"):
+        predictor._check_size(800, 1066, "image 0")
