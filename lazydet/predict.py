@@ -7,12 +7,14 @@ Usage::
     python -m lazydet.predict checkpoint=model_final.pth input=photos/ output=out/ results=out/results.json
     python -m lazydet.predict checkpoint=model_final.pth input=clip.mp4 output=out/ [results=r.json]
     python -m lazydet.predict checkpoint=model_final.pth input=webcam:0 output=out/   (a window)
+    python -m lazydet.predict exported=export/model.pt2 input=photos/ output=out/
     python -m lazydet.predict conf=EXPERIMENT --show-gt output=DIR [max_images=20]   (dataset viewer)
 
 Options (besides config overrides): ``input=`` an image or a folder of images; ``output=`` the
 folder for one PNG per image; ``results=`` a COCO results json of every detection;
 ``score_threshold=`` the least score drawn (default 0.5; the json keeps all); ``batch_size=``;
 ``device=``; ``checkpoint=`` a lazydet checkpoint to predict with alone (no ``conf=``);
+``exported=`` a ``.pt2`` or ``.onnx`` model from ``python -m lazydet.export`` (alone, CPU);
 ``--show-gt`` draws the ground truth of the config's test dataset (``dataset.test``), or of any
 registered dataset with ``show_gt=NAME``, the same way, to check a newly registered dataset.
 
@@ -56,6 +58,7 @@ OWN_KEYS = (
     "batch_size",
     "device",
     "checkpoint",
+    "exported",
     "show_gt",
     "max_images",
 )
@@ -334,7 +337,13 @@ def run(argv: list[str]) -> int:
 
     device = own.get("device")
     mapping = None
-    if "checkpoint" in own:
+    if "exported" in own:  # a .pt2 / .onnx from python -m lazydet.export (docs/deploy.md)
+        if cfg is not None or "checkpoint" in own:
+            raise UsageError("Give exported=MODEL alone (no conf= or checkpoint=).")
+        from lazydet.deploy import ExportedPredictor
+
+        predictor = ExportedPredictor(path=own["exported"], batch_size=batch_size)
+    elif "checkpoint" in own:
         if cfg is not None:
             raise UsageError(
                 "Give either checkpoint=PATH (alone) or conf=... with train.init_checkpoint."

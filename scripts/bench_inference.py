@@ -13,8 +13,12 @@ loads the same weights into lazydet's torchvision preset (``conf/torchvision_*_f
   convolutions, channels-last weights);
 * ``lazydet optimized, bool masks`` (Mask R-CNN): the same with the default
   ``mask_threshold=0.5`` (masks pasted thresholded, as predict and evaluation get them; the
-  three above return float mask probabilities, as torchvision does); ``--ablation`` adds each of the two alone, ``--compile``
-  the same plus ``torch.compile`` of the backbone (for a fixed input size).
+  three above return float mask probabilities, as torchvision does); ``--ablation`` adds each
+  of the two alone, ``--compile`` the same plus ``torch.compile`` of the backbone (for a fixed
+  input size);
+* ``--exported``: the optimized model exported with ``torch.export`` (``lazydet exported
+  (.pt2)``) and as ONNX run by onnxruntime (``lazydet onnxruntime``), both with the Python
+  post-step (mask paste), as ``lazydet.deploy.ExportedPredictor`` runs them (docs/deploy.md).
 
 All three run under ``torch.inference_mode()``. ``--train`` also times one training step (forward,
 backward, SGD step) on a batch of 2 images (``--train-size``) with synthetic ground truth, for
@@ -68,6 +72,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="also time optimize_for_inference(compile_backbone=True) (compiles first)",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--exported",
+        action="store_true",
+        help="also time the optimized model exported with torch.export (.pt2) and as ONNX in "
+        "onnxruntime (lazydet.deploy; CPU), each with the Python post-step (mask paste)",
+    )
     return parser.parse_args(argv)
 
 
@@ -164,6 +174,68 @@ def check_same_detections(tv_output: dict, instances: Instances, label_offset: i
         f"{len(instances)} detections, each matched by score and label to a box within "
         f"{box_error:.2e} px"
     )
+
+
+def exported_variants(
+    args: argparse.Namespace, model: nn.Module, image: torch.Tensor, device: torch.device
+) -> dict[str, Callable[[], object]]:
+    """``lazydet.deploy`` timings: the ``ExportedProgram`` and onnxruntime on the same image
+    (0-255), each followed by ``postprocess`` (mask paste at the image size), as
+    ``ExportedPredictor`` runs them (without its resize: the image is at the model's size)."""
+    import tempfile
+    from pathlib import Path
+
+    from lazydet.deploy import DetectionGraph, export_program, postprocess
+    from lazydet.deploy.export import export_onnx
+    from lazydet.deploy.graph import output_names
+
+    if device.type != "cpu":
+        raise SystemExit("--exported times on CPU only.")
+    graph = DetectionGraph(model=model)
+    metadata = {
+        "outputs": output_names(has_masks=graph.has_masks, has_keypoints=graph.has_keypoints),
+        "mask_threshold": getattr(model, "mask_threshold", 0.5),
+        "mask_paste": getattr(model, "mask_paste", "torchvision"),
+    }
+    size = (int(image.shape[1]), int(image.shape[2]))
+    start = time.perf_counter()
+    # Fixed size: with the torchvision preset (anchors spaced by padded size // feature size)
+    # dynamic height/width fail on a guard the solver cannot prove (docs/deploy.md).
+    program = export_program(model, height=size[0], width=size[1], dynamic=False)
+    print(f"torch.export took {time.perf_counter() - start:.1f} s")
+    module = program.module()
+
+    def run_program() -> object:
+        with torch.no_grad():
+            outputs = module(image)
+        return postprocess(outputs, metadata, input_size=size, original_size=size)
+
+    variants: dict[str, Callable[[], object]] = {"lazydet exported (.pt2)": run_program}
+    try:
+        import onnxruntime
+    except ImportError:
+        print("onnxruntime is not installed (pip install 'lazydet[export]'): no ONNX column")
+        return variants
+    folder = Path(tempfile.mkdtemp(prefix="lazydet_bench_"))
+    start = time.perf_counter()
+    fixed = export_program(model, height=size[0], width=size[1], dynamic=False)
+    export_onnx(fixed, folder / "m.onnx", metadata)
+    print(f"ONNX export took {time.perf_counter() - start:.1f} s")
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = args.threads
+    options.inter_op_num_threads = 1
+    session = onnxruntime.InferenceSession(
+        str(folder / "m.onnx"), options, providers=["CPUExecutionProvider"]
+    )
+    name = session.get_inputs()[0].name
+    array = image.cpu().numpy()
+
+    def run_onnx() -> object:
+        outputs = [torch.from_numpy(o) for o in session.run(None, {name: array})]
+        return postprocess(outputs, metadata, input_size=size, original_size=size)
+
+    variants["lazydet onnxruntime"] = run_onnx
+    return variants
 
 
 def _training_inputs(kind: str, size: tuple[int, int], device: torch.device, seed: int):
@@ -270,6 +342,8 @@ def time_inference(
             compiled(lazydet_inputs)
         print(f"compiling the backbone took {time.perf_counter() - start:.1f} s")
         variants["lazydet optimized+compile"] = infer(compiled, lazydet_inputs)
+    if args.exported:
+        variants.update(exported_variants(args, optimized, image * 255, device))
     times = time_interleaved(variants, args.runs, args.warmup, device)
     baseline = statistics.median(times["torchvision"])
     print(f"\nInference, median of {args.runs} after {args.warmup} warm-up:")

@@ -7,7 +7,7 @@ checked: its files are experiments, the top of the house, and may import anythin
 
 Two rules:
 - a module imports only packages on its own floor or below (``FLOORS``); the commands
-  (``train``, ``evaluate``, ``predict``) import no other command;
+  (``train``, ``evaluate``, ``predict``, ``analyze``, ``export``) import no other command;
 - no import cycle between modules (importing ``a.b`` also runs ``a/__init__.py``; a cycle through
   a package's ``__init__`` counts).
 """
@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 FLOORS: list[set[str]] = [
     {"structures", "layers", "ops", "kernels", "utils"},
     {"config", "data", "modeling", "checkpoint"},
-    {"evaluation", "engine", "analysis"},
-    {"train", "evaluate", "predict", "analyze"},
+    {"evaluation", "engine", "analysis", "deploy"},
+    {"train", "evaluate", "predict", "analyze", "export"},
 ]
 COMMANDS = FLOORS[-1]
 
