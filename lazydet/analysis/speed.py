@@ -162,8 +162,9 @@ def benchmark_config(
     ``train.init_checkpoint``, if set) loads weights first: a trained model keeps fewer
     proposals than a random one, so its heads run faster. ``kwargs`` go to ``benchmark_steps``.
     """
-    from lazydet.checkpoint import load_weights
+    from lazydet.checkpoint.build import build_model
     from lazydet.config import ConfigError, instantiate, select
+    from lazydet.utils.comm import select_device
 
     if mode not in ("inference", "train"):
         raise ConfigError(f"mode={mode!r} is not 'inference' or 'train'.")
@@ -171,11 +172,11 @@ def benchmark_config(
     for key in ("model", loader_key) + (("optimizer",) if mode == "train" else ()):
         if select(cfg, key) is None:
             raise ConfigError(f"The config has no '{key}' to build (needed by mode={mode}).")
-    torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = instantiate(cfg.model).to(torch_device)
-    checkpoint = checkpoint or select(cfg, "train.init_checkpoint")
-    if checkpoint:
-        load_weights(model, checkpoint)
+    torch_device = select_device(device, key="device")
+    # The one way a config becomes a model with its weights (the config's
+    # train.init_checkpoint unless checkpoint= is given; "random" or none: initial weights).
+    model, _ = build_model(cfg, weights=checkpoint or None, training=mode == "train")
+    model = model.to(torch_device)
     loader = instantiate(select(cfg, loader_key))
     if mode == "inference":
         step = inference_step(model)

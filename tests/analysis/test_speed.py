@@ -64,3 +64,17 @@ def test_train_step_updates_weights_and_bad_counts_are_refused():
             device=torch.device("cpu"),
             iters=0,
         )
+
+
+def test_benchmark_config_times_a_real_experiment():
+    """``python -m lazydet.analyze speed``'s path: a composed experiment, its own test loader and
+    model (random weights), one image per step."""
+    from lazydet.analysis.speed import benchmark_config
+    from lazydet.config import compose
+
+    cfg = compose("quickstart", ["train.init_checkpoint=random"])
+    result = benchmark_config(cfg, mode="inference", device="cpu", warmup=1, iters=2, runs=2)
+    assert len(result.images_per_s) == 2 and all(s > 0 for s in result.images_per_s)
+    assert result.batch_size == 1 and result.spread[0] <= result.median <= result.spread[1]
+    with pytest.raises(ValueError, match="mode='eval'"):
+        benchmark_config(cfg, mode="eval")
