@@ -145,3 +145,35 @@ def test_public_ops_compiled_fullgraph_match_eager():
     compiled = torch.compile(_public_calls, fullgraph=True, backend="aot_eager")
     for got, expected in zip(compiled(*inputs), _public_calls(*inputs), strict=True):
         assert torch.equal(got, expected)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (scripts/gpu_check.sh)")
+@pytest.mark.parametrize("name", BACKENDS)
+def test_opcheck_on_cuda(name):
+    """The same registrations on CUDA: the compiled Triton kernels (not the interpreter) and
+    torchvision's CUDA kernels, with their fake kernels and ROIAlign's backward."""
+
+    def cuda(value):
+        return (
+            value.detach().cuda().requires_grad_(value.requires_grad)
+            if torch.is_tensor(value)
+            else value
+        )
+
+    features = cuda(_features(2, 3, 13, 17))
+    levels = [cuda(_features(2, 3, 16, 16, seed=1)), cuda(_features(2, 3, 8, 8, seed=2))]
+    level_rois = torch.tensor([[0, 1.0, 2.0, 20.0, 30.0], [1, 0, 0, 60, 64.0], [1, 3, 3, 9, 9.0]])
+    boxes, scores, classes = (cuda(t) for t in _nms_inputs())
+    with backend.use_backend(name):
+        torch.library.opcheck(
+            torch.ops.lazydet.roi_align.default,
+            (features, cuda(_rois()), [3, 4], 0.25, 2, True, False),
+        )
+        torch.library.opcheck(
+            torch.ops.lazydet.multilevel_roi_align.default,
+            (levels, cuda(level_rois), [2, 2], [0.25, 0.125], 2, True, 224.0, 4, False),
+        )
+        torch.library.opcheck(torch.ops.lazydet.nms.default, (boxes, scores, 0.5, None))
+        torch.library.opcheck(
+            torch.ops.lazydet.batched_nms.default, (boxes, scores, classes, 0.5, None)
+        )
