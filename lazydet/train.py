@@ -31,6 +31,14 @@ from lazydet.config.command_line import fail, vet_train_command_line
 from lazydet.config.hydra_bridge import PRIMARY_CONFIG, register_with_hydra, set_launch_options
 from lazydet.config.tree import EXPERIMENT_GROUP
 from lazydet.engine import sweep
+from lazydet.engine.run_directory import (
+    defer_hydra_files,
+    draw_run_curves,
+    draw_validation_predictions,
+    hydra_files,
+    refuse_busy_run_directory,
+    refuse_unusable_device,
+)
 
 if TYPE_CHECKING:
     from lazydet.engine.run import TrainResult
@@ -94,8 +102,8 @@ def run(
         return result  # a model-only config: built and described
     if result.stop_signal:
         _exit_after_stop(result)
-    picture = _draw_validation_predictions(cfg, result.final_weights, Path(output_dir))
-    curves = _draw_curves(Path(output_dir))
+    picture = draw_validation_predictions(cfg, result.final_weights, Path(output_dir))
+    curves = draw_run_curves(Path(output_dir))
     scores = "".join(f"\n  {k}: {v:.4f}" for k, v in result.eval_results.items())
     print(
         f"Training finished ({result.max_iter} iterations).{scores}\n"
@@ -136,46 +144,6 @@ def _exit_after_stop(result: TrainResult) -> None:
     raise SystemExit(128 + int(number))
 
 
-def _draw_validation_predictions(cfg: Any, weights: Any, output_dir: Path) -> Path | None:
-    """``val_predictions.png`` in the run directory: the final model on the first images of
-    ``dataset.test``, drawn by the predictor built from the final checkpoint alone. A picture is
-    a courtesy: failing to draw it is logged, never fails the finished run."""
-    from lazydet.config import select_resolved
-
-    test = select_resolved(cfg, "dataset.test")
-    rank = os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))  # torchrun / srun ranks
-    if rank != "0" or not (weights and test and Path(weights).is_file()):
-        return None
-    try:
-        from lazydet.data import DatasetCatalog
-        from lazydet.evaluation.pictures import save_prediction_grid
-        from lazydet.evaluation.predictor import Predictor
-
-        records = DatasetCatalog.get(test)[:8]
-        # The run's own file, with the config this run composed (a project's own classes are
-        # not on the untrusted allow-list that a checkpoint's stored config is read with).
-        predictor = Predictor.from_checkpoint(weights, device="cpu", config=cfg)
-        images = [Path(r["file_name"]) for r in records]
-        return save_prediction_grid(predictor, images, output_dir / "val_predictions.png")
-    except Exception as e:
-        logger.warning("Could not draw the validation predictions: %s: %s", type(e).__name__, e)
-        return None
-
-
-def _draw_curves(output_dir: Path) -> Path | None:
-    """``curves.png`` in the run directory (losses, lr, time and AP over iterations, from
-    ``metrics.jsonl``); rank 0 only, and like the picture a courtesy that never fails the run."""
-    if os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) != "0":
-        return None
-    try:
-        from lazydet.analysis.curves import write_run_curves
-
-        return write_run_curves(output_dir)
-    except Exception as e:
-        logger.warning("Could not draw the training curves: %s: %s", type(e).__name__, e)
-        return None
-
-
 def train_job(hydra_cfg: Any) -> dict[str, str]:
     """Hydra's task function: one job of a run or a sweep.
 
@@ -199,7 +167,7 @@ def train_job(hydra_cfg: Any) -> dict[str, str]:
             run(
                 compose(name, overrides),
                 output_dir,
-                extra_files=_hydra_files(hydra_cfg) if hydra.output_subdir is None else None,
+                extra_files=hydra_files(hydra_cfg) if hydra.output_subdir is None else None,
                 config_name=" ".join([f"{EXPERIMENT_GROUP}={name}", *overrides]),
             ),
             None,
@@ -239,81 +207,19 @@ def train_job(hydra_cfg: Any) -> dict[str, str]:
     return result
 
 
-def _hydra_files(task_cfg: Any) -> dict[str, str]:
-    """What Hydra writes into ``.hydra/`` (its ``run_job``: the task config, its own config and
-    the overrides), as text, for the run to write once it owns the directory (Hydra itself is
-    told ``hydra.output_subdir=null``, see ``main``)."""
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import OmegaConf
-
-    hydra = HydraConfig.get()
-    return {
-        ".hydra/config.yaml": OmegaConf.to_yaml(task_cfg),
-        ".hydra/hydra.yaml": OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra})),
-        ".hydra/overrides.yaml": OmegaConf.to_yaml(hydra.overrides.task),
-    }
-
-
-def _check_run_directory_free(argv: list[str]) -> None:
-    """``hydra.run.dir=DIR`` that a live training run holds: one message, exit 2, before Hydra
-    writes anything there (its log, its ``.hydra/``). Tried without writing (a non-blocking
-    ``flock`` on an existing ``DIR/.lock``); the run takes the lock itself when it starts."""
-    from lazydet.engine.run_lock import check_run_directory_free
-
-    for text in argv:
-        key, _, value = text.partition("=")
-        if key.lstrip("+") != "hydra.run.dir" or "${" in value or not value.strip():
-            continue
-        directory = Path(value).expanduser()
-        if directory.is_dir():
-            try:
-                check_run_directory_free(directory)
-            except OSError as e:
-                fail("lazydet.train", f"'{text}': {e.strerror or e}", 2)
-
-
-def _check_device_overrides(argv: list[str]) -> None:
-    """``train.device=tpu`` on the command line: one message, exit 2, before Hydra creates the
-    run directory (a device set in a config file is checked by the run, before it writes)."""
-    from lazydet.engine.run import RunRefused, check_device
-
-    for text in argv:
-        key, _, value = text.partition("=")
-        if (
-            key.lstrip("+") == "train.device"
-            and value not in ("", "null", "None")
-            and "," not in value
-        ):
-            try:
-                check_device(value)
-            except RunRefused as e:
-                fail("lazydet.train", e, 2)
-
-
-def _defer_hydra_files(argv: list[str]) -> list[str]:
-    """``argv`` plus ``hydra.output_subdir=null`` unless the command sets it: Hydra writes
-    ``.hydra/`` before the task function runs, i.e. before the run holds the directory's lock
-    and has checked its resume; ``train_job`` writes the same files through the run instead."""
-    if any(a.lstrip("+").split("=", 1)[0] == "hydra.output_subdir" for a in argv):
-        return argv
-    return [*argv, "hydra.output_subdir=null"]
-
-
 def main(argv: list[str] | None = None) -> None:
     import hydra
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    _check_run_directory_free(argv)
+    refuse_busy_run_directory(argv)
     command = vet_train_command_line(argv)
     if command is None:
         return
-    _check_device_overrides(command.argv)
+    refuse_unusable_device(command.argv)
     callbacks = sweep.start_sweep() if command.multirun else {}
     set_launch_options(callbacks=callbacks, experiment=command.experiment)
     register_with_hydra()
-    argv_for_hydra = (
-        command.argv if command.experiment is None else _defer_hydra_files(command.argv)
-    )
+    argv_for_hydra = command.argv if command.experiment is None else defer_hydra_files(command.argv)
     sys.argv = [sys.argv[0] if sys.argv else "lazydet.train", *argv_for_hydra]
     hydra.main(version_base="1.3", config_path=None, config_name=PRIMARY_CONFIG)(train_job)()
     statuses = sweep.finished_statuses()
