@@ -365,6 +365,31 @@ def test_keypoint_loss_without_visible_keypoints_is_zero() -> None:
     loss.backward()
 
 
+@pytest.mark.parametrize(
+    ("loss", "ground_truth", "name", "side"),
+    [
+        (mask_rcnn_loss, BitMasks(torch.zeros(1, 20, 20, dtype=torch.bool)), "mask_logits", "M"),
+        (keypoint_rcnn_loss, Keypoints(torch.zeros(1, 2, 3)), "heatmap_logits", "S"),
+    ],
+)
+def test_roi_losses_name_the_bad_argument(loss, ground_truth, name, side) -> None:
+    """Non-square logits and a proposals / ground-truth image count mismatch: one ValueError
+    naming the argument (the check both losses share, roi_heads.loss_inputs)."""
+    proposals = [
+        Instances(
+            (20, 20),
+            proposal_boxes=Boxes(torch.tensor([[0.0, 0.0, 10.0, 10.0]])),
+            gt_classes=torch.tensor([0]),
+            gt_idxs=torch.tensor([0]),
+        )
+    ]
+    with pytest.raises(ValueError, match=rf"{name} must be square \[R, K, {side}, {side}\]"):
+        loss(torch.randn(1, 2, 8, 6), proposals, [ground_truth])
+    gt_name = "gt_masks" if loss is mask_rcnn_loss else "gt_keypoints"
+    with pytest.raises(ValueError, match=f"proposals of 1 images and {gt_name} of 2"):
+        loss(torch.randn(1, 2, 8, 8), proposals, [ground_truth, ground_truth])
+
+
 def test_keypoint_inference_matches_torchvision() -> None:
     g = torch.Generator().manual_seed(5)
     boxes = [image_boxes(5, (80, 90), g), image_boxes(3, (80, 90), g)]
