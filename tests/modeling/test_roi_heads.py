@@ -263,12 +263,20 @@ def box_bitmasks(
     return masks
 
 
-def test_mask_loss_matches_torchvision_maskrcnn_loss() -> None:
-    g = torch.Generator().manual_seed(2)
+def mask_loss_case(*, seed: int):
+    """``(proposals, gts, gt_masks, logits)``: foreground proposals with their targets (as
+    ``foreground_with_targets``), a ``[48, 48]`` bitmask per ground-truth box and
+    ``[R, NUM_CLASSES, 14, 14]`` mask logits, all drawn from one generator seeded ``seed``."""
+    g = torch.Generator().manual_seed(seed)
     proposals, gts = foreground_with_targets(g)
     gt_masks = [box_bitmasks(boxes, 48, g) for boxes, _ in gts]
     num_rois = sum(len(p) for p in proposals)
-    logits = torch.randn(num_rois, NUM_CLASSES, 14, 14, generator=g)
+    return proposals, gts, gt_masks, torch.randn(num_rois, NUM_CLASSES, 14, 14, generator=g)
+
+
+def test_mask_loss_matches_torchvision_maskrcnn_loss() -> None:
+    proposals, gts, gt_masks, logits = mask_loss_case(seed=2)
+    num_rois = len(logits)
     ours = mask_rcnn_loss(
         logits, proposals, [BitMasks(m) for m in gt_masks], **TORCHVISION_MASK_HEAD_OPTIONS
     )
@@ -283,11 +291,7 @@ def test_mask_loss_matches_torchvision_maskrcnn_loss() -> None:
 
 
 def test_mask_loss_default_targets_are_aligned_and_binarized() -> None:
-    g = torch.Generator().manual_seed(3)
-    proposals, gts = foreground_with_targets(g)
-    gt_masks = [box_bitmasks(boxes, 48, g) for boxes, _ in gts]
-    num_rois = sum(len(p) for p in proposals)
-    logits = torch.randn(num_rois, NUM_CLASSES, 14, 14, generator=g)
+    proposals, _, gt_masks, logits = mask_loss_case(seed=3)
     ours = mask_rcnn_loss(logits, proposals, [BitMasks(m) for m in gt_masks])
     # Reference: torchvision's roi_align (aligned=True) of each matched mask, thresholded at 0.5.
     targets, picked = [], []
