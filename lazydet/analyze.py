@@ -23,7 +23,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lazydet.config.command_line import UsageError, command_main
+from lazydet.config.command_line import UsageError, command_main, split_own_options
 
 __all__ = ["main", "run"]
 
@@ -37,23 +37,16 @@ TAKES_CONFIG = {"cost", "speed"}
 
 
 def _split(command: str, argv: list[str]) -> tuple[dict[str, str], list[str]]:
-    own: dict[str, str] = {}
-    overrides: list[str] = []
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if sep and key in OWN_KEYS[command]:
-            if key in own:
-                raise UsageError(f"{key}= is given twice.")
-            own[key] = value
-        elif command in TAKES_CONFIG and sep and not arg.startswith("-"):
-            overrides.append(arg)
-        else:
-            raise UsageError(
-                f"{command}: unknown argument {arg!r}; it takes "
-                f"{', '.join(k + '=' for k in sorted(OWN_KEYS[command]))}"
-                f"{' and config overrides' if command in TAKES_CONFIG else ''}."
-            )
-    return own, overrides
+    return split_own_options(
+        argv,
+        OWN_KEYS[command],
+        is_override=lambda arg: command in TAKES_CONFIG and "=" in arg and not arg.startswith("-"),
+        unknown=lambda arg: (
+            f"{command}: unknown argument {arg!r}; it takes "
+            f"{', '.join(k + '=' for k in sorted(OWN_KEYS[command]))}"
+            f"{' and config overrides' if command in TAKES_CONFIG else ''}."
+        ),
+    )
 
 
 def _number(own: dict[str, str], key: str, kind: type, default: Any) -> Any:

@@ -20,7 +20,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lazydet.config.command_line import UsageError, command_main, compose_from_command_line
+from lazydet.config.command_line import (
+    UsageError,
+    command_main,
+    compose_from_command_line,
+    split_own_options,
+)
 
 __all__ = ["main"]
 
@@ -37,19 +42,12 @@ OWN_KEYS = (
 
 
 def parse_arguments(argv: list[str]) -> tuple[dict[str, str], list[str]]:
-    own: dict[str, str] = {}
-    overrides: list[str] = []
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if sep and key in OWN_KEYS:
-            if key in own:
-                raise UsageError(f"{key}= is given twice.")
-            own[key] = value
-        elif arg.startswith("-"):
-            raise UsageError(f"Unknown flag {arg!r}; see python -m lazydet.export --help.")
-        else:
-            overrides.append(arg)
-    return own, overrides
+    """``(own options, config overrides)`` from the command line."""
+    return split_own_options(
+        argv,
+        OWN_KEYS,
+        unknown=lambda arg: f"Unknown flag {arg!r}; see python -m lazydet.export --help.",
+    )
 
 
 def _int(own: dict[str, str], key: str, default: int) -> int:

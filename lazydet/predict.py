@@ -43,7 +43,12 @@ from pathlib import Path
 from typing import Any
 
 from lazydet.config import select_resolved
-from lazydet.config.command_line import UsageError, command_main, compose_from_command_line
+from lazydet.config.command_line import (
+    UsageError,
+    command_main,
+    compose_from_command_line,
+    split_own_options,
+)
 
 __all__ = ["main", "predict_images"]
 
@@ -66,22 +71,13 @@ OWN_KEYS = (
 
 def parse_arguments(argv: list[str]) -> tuple[dict[str, str], list[str], bool]:
     """``(own options, config overrides, --show-gt)`` from the command line."""
-    own: dict[str, str] = {}
-    overrides: list[str] = []
-    show_gt = False
-    for arg in argv:
-        if arg in ("--show-gt", "--show_gt"):
-            show_gt = True
-            continue
-        key, sep, value = arg.partition("=")
-        if sep and key in OWN_KEYS:
-            if key in own:
-                raise UsageError(f"{key}= is given twice.")
-            own[key] = value
-        elif arg.startswith("-"):
-            raise UsageError(f"Unknown flag {arg!r}; see python -m lazydet.predict --help.")
-        else:
-            overrides.append(arg)
+    show_flags = ("--show-gt", "--show_gt")
+    show_gt = any(arg in show_flags for arg in argv)
+    own, overrides = split_own_options(
+        [arg for arg in argv if arg not in show_flags],
+        OWN_KEYS,
+        unknown=lambda arg: f"Unknown flag {arg!r}; see python -m lazydet.predict --help.",
+    )
     if "show_gt" in own:
         show_gt = True
     return own, overrides, show_gt

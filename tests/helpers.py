@@ -3,14 +3,24 @@
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import importlib
+import io
 import os
 from types import ModuleType
+from typing import Any
 
 import pytest
 import torch
 
-__all__ = ["freeze_batchnorms", "import_kernels", "in_ci", "random_boxes"]
+__all__ = [
+    "freeze_batchnorms",
+    "import_kernels",
+    "in_ci",
+    "pycocotools_evaluate",
+    "random_boxes",
+]
 
 
 def random_boxes(
@@ -92,3 +102,24 @@ def freeze_batchnorms(module: torch.nn.Module) -> None:
             setattr(module, name, frozen)
         else:
             freeze_batchnorms(child)
+
+
+def pycocotools_evaluate(gt: dict, results: list, iou_type: str, **params: Any) -> Any:
+    """The reference: ``pycocotools.cocoeval.COCOeval`` run directly on copies of ``gt`` (a COCO
+    dataset dict) and ``results`` (its result list), ``params`` set on ``evaluator.params``
+    (``catIds=[1]``, ``maxDets=[1, 5, 20]``...). Returns the evaluator after ``summarize``
+    (``.stats``: the 12 numbers, 10 for keypoints); its printout is swallowed."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO()
+        coco_gt.dataset = copy.deepcopy(gt)
+        coco_gt.createIndex()
+        evaluator = COCOeval(coco_gt, coco_gt.loadRes(copy.deepcopy(results)), iou_type)
+        for key, value in params.items():
+            setattr(evaluator.params, key, value)
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return evaluator

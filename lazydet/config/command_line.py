@@ -44,7 +44,7 @@ import itertools
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -64,6 +64,7 @@ __all__ = [
     "help_text",
     "print_job_configs",
     "refuse_detectron2_habits",
+    "split_own_options",
     "vet_command_line",
 ]
 
@@ -409,6 +410,43 @@ def command_main(
         print(f"{prog}: {e}", file=sys.stderr)
         raise SystemExit(1) from None
     raise SystemExit(code if isinstance(code, int) else 0)
+
+
+def split_own_options(
+    argv: list[str],
+    own_keys: Collection[str],
+    *,
+    unknown: Callable[[str], str],
+    is_override: Callable[[str], bool] = lambda arg: not arg.startswith("-"),
+) -> tuple[dict[str, str], list[str]]:
+    """A command's own ``key=value`` options apart from its config overrides.
+
+    Args:
+        argv: the command's words, in order.
+        own_keys: the keys the command itself takes (``output``, ``device``...).
+        unknown: the message for a word that is neither an own option nor an override.
+        is_override: whether a word that is not an own option is a config override (by
+            default any word that is not a flag: Hydra tells a bad override by name later).
+
+    Returns:
+        ``(own options by key, config overrides in order)``.
+
+    Raises:
+        UsageError: an own key given twice, or a word ``is_override`` refuses.
+    """
+    own: dict[str, str] = {}
+    overrides: list[str] = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if sep and key in own_keys:
+            if key in own:
+                raise UsageError(f"{key}= is given twice.")
+            own[key] = value
+        elif is_override(arg):
+            overrides.append(arg)
+        else:
+            raise UsageError(unknown(arg))
+    return own, overrides
 
 
 def fail(prog: str, error: BaseException, code: int) -> NoReturn:

@@ -24,7 +24,7 @@ later, with "did you mean" suggestions.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from .errors import ConfigError, did_you_mean
@@ -229,29 +229,30 @@ def _holds(value: Any, node: Any) -> bool:
     return False
 
 
-def root_of(node: Any) -> Any:
-    """The whole config that ``node`` is a part of (``node`` itself when it is not a part)."""
+def _climb(node: Any) -> Iterator[tuple[Config, Any]]:
+    """``(parent, child)`` from ``node`` up to its root config, one step a pair; a config that
+    holds itself (a cycle) ends the climb instead of looping."""
     seen = {id(node)}
     while isinstance(node, Config):
         parent = _parent(node)
         if parent is None or id(parent) in seen:
-            break
+            return
         seen.add(id(parent))
+        yield parent, node
         node = parent
-    return node
+
+
+def root_of(node: Any) -> Any:
+    """The whole config that ``node`` is a part of (``node`` itself when it is not a part)."""
+    root = node
+    for parent, _ in _climb(node):
+        root = parent
+    return root
 
 
 def path_of(node: Any) -> str:
     """The dotted key of ``node`` in :func:`root_of` ``(node)`` (``""`` for a whole config)."""
-    parts: list[str] = []
-    seen = {id(node)}
-    while isinstance(node, Config):
-        parent = _parent(node)
-        if parent is None or id(parent) in seen:
-            break
-        seen.add(id(parent))
-        parts.append(_key_in(parent, node))
-        node = parent
+    parts = [_key_in(parent, child) for parent, child in _climb(node)]
     return ".".join(reversed(parts))
 
 

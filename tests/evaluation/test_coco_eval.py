@@ -8,9 +8,7 @@ line for line), 77 edge cases with the numbers pycocotools 2.0.11 printed for ea
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import io
 import json
 import math
 import os
@@ -18,8 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
+from helpers import pycocotools_evaluate
 from synthetic_coco import keypoints_subset, synthetic_coco
 
 from lazydet.evaluation import coco_evaluate
@@ -40,22 +37,6 @@ VAL2014 = {
 }
 
 
-def _pycocotools(gt: dict, results: list, iou_type: str, **params) -> COCOeval:
-    """The reference, run directly."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO()
-        coco_gt.dataset = copy.deepcopy(gt)
-        coco_gt.createIndex()
-        coco_dt = coco_gt.loadRes(copy.deepcopy(results))
-        evaluator = COCOeval(coco_gt, coco_dt, iou_type)
-        for key, value in params.items():
-            setattr(evaluator.params, key, value)
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    return evaluator
-
-
 def _official_lines(shared_data, iou_type: str) -> list[str]:
     text = (shared_data / "coco_val2014_100" / "val2014_fake_eval_res.txt").read_text()
     block = text.split(f"type={iou_type}\n", 1)[1]
@@ -71,7 +52,7 @@ def test_official_coco_api_example(shared_data, iou_type, engine, capsys):
     printed = capsys.readouterr().out.splitlines()
 
     gt = json.loads(gt_file.read_text())
-    reference = _pycocotools(gt, json.loads(results_file.read_text()), iou_type)
+    reference = pycocotools_evaluate(gt, json.loads(results_file.read_text()), iou_type)
     np.testing.assert_allclose(result.stats, reference.stats, rtol=0, atol=1e-12)
     np.testing.assert_allclose(result.precision, reference.eval["precision"], rtol=0, atol=1e-12)
     summary = [line for line in printed if line.startswith(" Average")]
@@ -107,7 +88,7 @@ def _edge_case_params():
 
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize(("case", "iou_type", "expected"), _edge_case_params())
-def test_edge_cases_match_pycocotools(shared_data, case, iou_type, expected, engine):
+def test_edge_cases_matchpycocotools_evaluate(shared_data, case, iou_type, expected, engine):
     data = json.loads((shared_data / "coco_eval_edge_cases" / f"{case}.json").read_text())
     detections = data.pop("detections")
     if isinstance(expected, str):
@@ -133,12 +114,12 @@ def generated():
 
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("iou_type", ["bbox", "segm", "keypoints"])
-def test_generated_data_matches_pycocotools(generated, iou_type, engine):
+def test_generated_data_matchespycocotools_evaluate(generated, iou_type, engine):
     gt, detections = generated if iou_type != "keypoints" else keypoints_subset(*generated)
     before = copy.deepcopy(detections)
     result = coco_evaluate(gt, detections, iou_type, engine=engine, verbose=False)
     assert detections == before  # the caller's list is not modified
-    reference = _pycocotools(gt, detections, iou_type)
+    reference = pycocotools_evaluate(gt, detections, iou_type)
     np.testing.assert_allclose(result.stats, reference.stats, rtol=0, atol=1e-12)
     np.testing.assert_allclose(result.precision, reference.eval["precision"], rtol=0, atol=1e-12)
     assert 0 < result.stats[0] < 1  # a non-trivial case: some matches, some misses
@@ -151,7 +132,7 @@ def test_per_category_ap_is_cocoeval_on_that_category(generated, engine):
     names = {c["id"]: c["name"] for c in gt["categories"]}
     present = sorted({a["category_id"] for a in gt["annotations"]})
     for cat_id in present[:3]:
-        reference = _pycocotools(gt, detections, "bbox", catIds=[cat_id])
+        reference = pycocotools_evaluate(gt, detections, "bbox", catIds=[cat_id])
         assert result.per_category_ap[names[cat_id]] == pytest.approx(reference.stats[0], abs=1e-12)
     absent = next(c for c in names if c not in present)
     assert math.isnan(result.per_category_ap[names[absent]])
@@ -167,20 +148,20 @@ def test_categories_sharing_a_name_each_keep_their_ap(generated):
     result = coco_evaluate(gt, detections, "bbox", verbose=False)
     assert len(result.per_category_ap) == len(gt["categories"])
     for cat_id in present[:2]:
-        reference = _pycocotools(gt, detections, "bbox", catIds=[cat_id])
+        reference = pycocotools_evaluate(gt, detections, "bbox", catIds=[cat_id])
         assert result.per_category_ap[f"thing (id {cat_id})"] == pytest.approx(
             reference.stats[0], abs=1e-12
         )
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-def test_custom_sigmas_and_max_dets_match_pycocotools(generated, engine):
+def test_custom_sigmas_and_max_dets_matchpycocotools_evaluate(generated, engine):
     gt, detections = keypoints_subset(*generated)
     sigmas = np.linspace(0.03, 0.1, 17)
     stats = coco_evaluate(
         gt, detections, "keypoints", engine=engine, kpt_oks_sigmas=sigmas, verbose=False
     ).stats
-    reference = _pycocotools(gt, detections, "keypoints", kpt_oks_sigmas=sigmas)
+    reference = pycocotools_evaluate(gt, detections, "keypoints", kpt_oks_sigmas=sigmas)
     np.testing.assert_allclose(stats, reference.stats, rtol=0, atol=1e-12)
 
     gt, detections = generated
@@ -195,18 +176,18 @@ def test_custom_sigmas_and_max_dets_match_pycocotools(generated, engine):
     stats = coco_evaluate(
         gt, detections, "bbox", engine=engine, max_dets=[1, 5, 20], verbose=False
     ).stats
-    reference = _pycocotools(gt, detections, "bbox", maxDets=[1, 5, 20])
+    reference = pycocotools_evaluate(gt, detections, "bbox", maxDets=[1, 5, 20])
     np.testing.assert_allclose(stats, reference.stats, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-def test_image_subset_matches_pycocotools(generated, engine):
+def test_image_subset_matchespycocotools_evaluate(generated, engine):
     gt, detections = generated
     img_ids = [img["id"] for img in gt["images"]][::3]
     stats = coco_evaluate(
         gt, detections, "segm", engine=engine, img_ids=img_ids, verbose=False
     ).stats
-    reference = _pycocotools(gt, detections, "segm", imgIds=img_ids)
+    reference = pycocotools_evaluate(gt, detections, "segm", imgIds=img_ids)
     np.testing.assert_allclose(stats, reference.stats, rtol=0, atol=1e-12)
     assert stats != coco_evaluate(gt, detections, "segm", engine=engine, verbose=False).stats
     with pytest.raises(ValueError, match="img_ids"):
@@ -280,7 +261,7 @@ def test_auto_engine_is_the_fastest_installed(generated, iou_type, monkeypatch):
     monkeypatch.setattr(coco_eval, "hotcoco_available", lambda: False)
     result = coco_evaluate(gt, detections, iou_type, verbose=False)
     assert result.engine == "vectorized"  # no hotcoco: lazydet's own engine, same numbers
-    reference = _pycocotools(gt, detections, iou_type).stats
+    reference = pycocotools_evaluate(gt, detections, iou_type).stats
     np.testing.assert_allclose(result.stats, reference, rtol=0, atol=1e-12)
     with pytest.raises(ValueError, match="pip install"):
         coco_evaluate(gt, detections, iou_type, engine="hotcoco")

@@ -9,37 +9,20 @@ in the results) and asks for pycocotools' exact arrays.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import io
 import logging
 
 import numpy as np
 import pytest
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
+from helpers import pycocotools_evaluate
 from synthetic_coco import keypoints_subset, synthetic_coco
 
 from lazydet.evaluation import coco_evaluate
 from lazydet.evaluation.vectorized_cocoeval import evaluate
 
 
-def _reference(gt: dict, results: list, iou_type: str, **params) -> COCOeval:
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO()
-        coco_gt.dataset = copy.deepcopy(gt)
-        coco_gt.createIndex()
-        evaluator = COCOeval(coco_gt, coco_gt.loadRes(copy.deepcopy(results)), iou_type)
-        for key, value in params.items():
-            setattr(evaluator.params, key, value)
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    return evaluator
-
-
 def _assert_same(gt: dict, results: list, iou_type: str, **params) -> None:
-    reference = _reference(gt, results, iou_type, **params)
+    reference = pycocotools_evaluate(gt, results, iou_type, **params)
     out = evaluate(
         gt,
         results,

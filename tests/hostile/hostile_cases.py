@@ -3,15 +3,16 @@ test in ``test_evaluation_inputs.py``), and pycocotools' reference numbers."""
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import io
 import sys
 from pathlib import Path
 
 import numpy as np
 
+# Run as a subprocess's import too (test_evaluation_inputs.py), without conftest.py's paths.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from helpers import pycocotools_evaluate
 from synthetic_coco import keypoints_subset, synthetic_coco
 
 NAN = float("nan")
@@ -61,15 +62,5 @@ def case(seed: int):
 
 
 def reference(gt, dets, iou_type):
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO()
-        coco_gt.dataset = copy.deepcopy(gt)
-        coco_gt.createIndex()
-        evaluator = COCOeval(coco_gt, coco_gt.loadRes(copy.deepcopy(dets)), iou_type)
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    return [float(s) for s in evaluator.stats]
+    """pycocotools' 12 numbers (10 for keypoints), as plain floats for JSON."""
+    return [float(s) for s in pycocotools_evaluate(gt, dets, iou_type).stats]

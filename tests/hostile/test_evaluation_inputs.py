@@ -8,9 +8,7 @@ every engine, in one subprocess with a timeout (pycocotools' C code hangs on som
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import io
 import json
 import subprocess
 import sys
@@ -18,27 +16,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import pycocotools_evaluate
 from pycocotools import mask as mask_utils
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 from synthetic_coco import keypoints_subset, synthetic_coco
 
 from lazydet.evaluation import coco_evaluate
 from lazydet.evaluation.coco_eval import hotcoco_available
 
 ENGINES = ["auto", "vectorized", "pycocotools"] + (["hotcoco"] if hotcoco_available() else [])
-
-
-def _pycocotools(gt, results, iou_type):
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO()
-        coco_gt.dataset = copy.deepcopy(gt)
-        coco_gt.createIndex()
-        evaluator = COCOeval(coco_gt, coco_gt.loadRes(copy.deepcopy(results)), iou_type)
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    return evaluator.stats
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +72,7 @@ DEFINED = {
 def test_defined_inputs_give_pycocotools_numbers(data, case, iou_type, engine):
     gt, dets = copy.deepcopy(data[iou_type])
     DEFINED[case](gt, dets)
-    reference = _pycocotools(gt, dets, iou_type)
+    reference = pycocotools_evaluate(gt, dets, iou_type).stats
     if engine == "hotcoco" and case != "string image ids":
         with pytest.raises(ValueError, match="would not give pycocotools' numbers"):
             coco_evaluate(gt, dets, iou_type, engine=engine, verbose=False)

@@ -263,12 +263,20 @@ def box_bitmasks(
     return masks
 
 
-def test_mask_loss_matches_torchvision_maskrcnn_loss() -> None:
-    g = torch.Generator().manual_seed(2)
+def mask_loss_case(*, seed: int):
+    """``(proposals, gts, gt_masks, logits)``: foreground proposals with their targets (as
+    ``foreground_with_targets``), a ``[48, 48]`` bitmask per ground-truth box and
+    ``[R, NUM_CLASSES, 14, 14]`` mask logits, all drawn from one generator seeded ``seed``."""
+    g = torch.Generator().manual_seed(seed)
     proposals, gts = foreground_with_targets(g)
     gt_masks = [box_bitmasks(boxes, 48, g) for boxes, _ in gts]
     num_rois = sum(len(p) for p in proposals)
-    logits = torch.randn(num_rois, NUM_CLASSES, 14, 14, generator=g)
+    return proposals, gts, gt_masks, torch.randn(num_rois, NUM_CLASSES, 14, 14, generator=g)
+
+
+def test_mask_loss_matches_torchvision_maskrcnn_loss() -> None:
+    proposals, gts, gt_masks, logits = mask_loss_case(seed=2)
+    num_rois = len(logits)
     ours = mask_rcnn_loss(
         logits, proposals, [BitMasks(m) for m in gt_masks], **TORCHVISION_MASK_HEAD_OPTIONS
     )
@@ -283,11 +291,7 @@ def test_mask_loss_matches_torchvision_maskrcnn_loss() -> None:
 
 
 def test_mask_loss_default_targets_are_aligned_and_binarized() -> None:
-    g = torch.Generator().manual_seed(3)
-    proposals, gts = foreground_with_targets(g)
-    gt_masks = [box_bitmasks(boxes, 48, g) for boxes, _ in gts]
-    num_rois = sum(len(p) for p in proposals)
-    logits = torch.randn(num_rois, NUM_CLASSES, 14, 14, generator=g)
+    proposals, _, gt_masks, logits = mask_loss_case(seed=3)
     ours = mask_rcnn_loss(logits, proposals, [BitMasks(m) for m in gt_masks])
     # Reference: torchvision's roi_align (aligned=True) of each matched mask, thresholded at 0.5.
     targets, picked = [], []
@@ -363,6 +367,31 @@ def test_keypoint_loss_without_visible_keypoints_is_zero() -> None:
     loss = keypoint_rcnn_loss(logits, proposals, [Keypoints(torch.zeros(1, 2, 3))])
     assert loss.item() == 0
     loss.backward()
+
+
+@pytest.mark.parametrize(
+    ("loss", "ground_truth", "name", "side"),
+    [
+        (mask_rcnn_loss, BitMasks(torch.zeros(1, 20, 20, dtype=torch.bool)), "mask_logits", "M"),
+        (keypoint_rcnn_loss, Keypoints(torch.zeros(1, 2, 3)), "heatmap_logits", "S"),
+    ],
+)
+def test_roi_losses_name_the_bad_argument(loss, ground_truth, name, side) -> None:
+    """Non-square logits and a proposals / ground-truth image count mismatch: one ValueError
+    naming the argument (the check both losses share, roi_heads.loss_inputs)."""
+    proposals = [
+        Instances(
+            (20, 20),
+            proposal_boxes=Boxes(torch.tensor([[0.0, 0.0, 10.0, 10.0]])),
+            gt_classes=torch.tensor([0]),
+            gt_idxs=torch.tensor([0]),
+        )
+    ]
+    with pytest.raises(ValueError, match=rf"{name} must be square \[R, K, {side}, {side}\]"):
+        loss(torch.randn(1, 2, 8, 6), proposals, [ground_truth])
+    gt_name = "gt_masks" if loss is mask_rcnn_loss else "gt_keypoints"
+    with pytest.raises(ValueError, match=f"proposals of 1 images and {gt_name} of 2"):
+        loss(torch.randn(1, 2, 8, 8), proposals, [ground_truth, ground_truth])
 
 
 def test_keypoint_inference_matches_torchvision() -> None:

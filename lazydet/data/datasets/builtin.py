@@ -81,6 +81,14 @@ def datasets_root() -> Path:
     return Path(os.environ.get("LAZYDET_DATASETS") or "datasets").absolute()
 
 
+def _missing(dataset_name: str, path: Path, root: Path, subdir: str) -> FileNotFoundError:
+    """The error for a builtin dataset whose ``path`` (under ``root``/``subdir``) is absent."""
+    return FileNotFoundError(
+        f"dataset {dataset_name!r}: {path} does not exist. "
+        + _MISSING_HINT.format(root=str(root), subdir=subdir)
+    )
+
+
 @dataclass(frozen=True)
 class BuiltinCocoLoader:
     """Loads ``<root>/<json_relpath>`` with images in ``<root>/<image_relpath>``."""
@@ -93,10 +101,7 @@ class BuiltinCocoLoader:
         root = datasets_root()
         json_file = root / self.json_relpath
         if not json_file.is_file():
-            raise FileNotFoundError(
-                f"dataset {self.dataset_name!r}: {json_file} does not exist. "
-                + _MISSING_HINT.format(root=str(root), subdir=self.json_relpath.split("/")[0])
-            )
+            raise _missing(self.dataset_name, json_file, root, self.json_relpath.split("/")[0])
         records = load_coco_json(json_file, root / self.image_relpath)
         MetadataCatalog.get(self.dataset_name).replace(
             json_file=str(json_file), image_root=str(root / self.image_relpath)
@@ -114,10 +119,7 @@ class BuiltinVocLoader:
         root = datasets_root()
         dirname = root / self.subdir
         if not dirname.is_dir():
-            raise FileNotFoundError(
-                f"dataset {self.dataset_name!r}: {dirname} does not exist. "
-                + _MISSING_HINT.format(root=str(root), subdir=self.subdir)
-            )
+            raise _missing(self.dataset_name, dirname, root, self.subdir)
         MetadataCatalog.get(self.dataset_name).replace(dirname=str(dirname))
         return load_voc_instances(dirname, self.split, VOC_CLASSES)
 

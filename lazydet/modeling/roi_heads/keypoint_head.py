@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lazydet.layers import caffe2_msra_fill, conv_norm_act_stack
+from lazydet.modeling.roi_heads.loss_inputs import check_roi_loss_inputs
 from lazydet.structures import Instances, Keypoints
 
 KeypointScoreType = Literal["logit", "probability"]
@@ -111,15 +112,15 @@ def keypoint_rcnn_loss(
         A scalar (0, still connected to the graph, when no keypoint is valid).
     """
     num_rois, num_keypoints, height, width = heatmap_logits.shape
-    if height != width:
-        raise ValueError(
-            f"heatmap_logits must be square [R, K, S, S], got {tuple(heatmap_logits.shape)}."
-        )
-    if len(proposals) != len(gt_keypoints):
-        raise ValueError(
-            f"keypoint_rcnn_loss got proposals of {len(proposals)} images and gt_keypoints of "
-            f"{len(gt_keypoints)}."
-        )
+    check_roi_loss_inputs(
+        heatmap_logits,
+        proposals,
+        gt_keypoints,
+        loss="keypoint_rcnn_loss",
+        logits_name="heatmap_logits",
+        side_name="S",
+        ground_truth_name="gt_keypoints",
+    )
     targets, valids = [], []
     for image_proposals, image_keypoints in zip(proposals, gt_keypoints):
         if len(image_proposals) == 0:

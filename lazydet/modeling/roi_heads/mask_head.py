@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lazydet.layers import NormSpec, caffe2_msra_fill, conv_norm_act_stack
+from lazydet.modeling.roi_heads.loss_inputs import check_roi_loss_inputs
 from lazydet.ops import roi_align
 from lazydet.structures import BitMasks, Instances, PolygonMasks
 
@@ -168,16 +169,16 @@ def mask_rcnn_loss(
         A scalar: the mean over all ``R * M * M`` pixels (0, still connected to the graph, when
         ``R == 0``).
     """
-    num_rois, channels, height, width = mask_logits.shape
-    if height != width:
-        raise ValueError(
-            f"mask_logits must be square [R, K, M, M], got {tuple(mask_logits.shape)}."
-        )
-    if len(proposals) != len(gt_masks):
-        raise ValueError(
-            f"mask_rcnn_loss got proposals of {len(proposals)} images and gt_masks of "
-            f"{len(gt_masks)}."
-        )
+    num_rois, channels, height, _ = mask_logits.shape
+    check_roi_loss_inputs(
+        mask_logits,
+        proposals,
+        gt_masks,
+        loss="mask_rcnn_loss",
+        logits_name="mask_logits",
+        side_name="M",
+        ground_truth_name="gt_masks",
+    )
     targets, classes = [], []
     for image_proposals, image_masks in zip(proposals, gt_masks):
         if len(image_proposals) == 0:
