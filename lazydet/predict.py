@@ -344,9 +344,21 @@ def run(argv: list[str]) -> int:
             raise UsageError(
                 "Give either checkpoint=PATH (alone) or conf=... with train.init_checkpoint."
             )
-        predictor = Predictor.from_checkpoint(
-            own["checkpoint"], device=device, batch_size=batch_size
-        )
+        from lazydet.checkpoint import CheckpointError
+
+        try:
+            predictor = Predictor.from_checkpoint(
+                own["checkpoint"], device=device, batch_size=batch_size
+            )
+        except CheckpointError as e:
+            if "untrusted config" not in str(e) and "trusted=True" not in str(e):
+                raise
+            # The stored config is read as data; a project's own classes are not on the
+            # allow-list. The command's way out is the experiment's own config.
+            raise CheckpointError(
+                f"{e} With lazydet.predict, give the experiment instead: conf=EXPERIMENT "
+                f"train.init_checkpoint={own['checkpoint']} (no checkpoint=)."
+            ) from e
     elif cfg is not None:
         predictor = Predictor.from_config(cfg, device=device, batch_size=batch_size)
         test = select_resolved(cfg, "dataset.test")

@@ -275,18 +275,27 @@ def analyze_errors(
     cat_ids = [c["id"] for c in categories]
     supercategory = {c["id"]: c.get("supercategory", c["name"]) for c in categories}
 
+    from tqdm import tqdm
+
+    # Four evaluations (seconds each on a COCO-sized set): a bar says how far along it is.
+    progress = tqdm(total=4, desc="error analysis", unit="evaluation", leave=False)
     reference = coco_evaluate(gt, results, "bbox", verbose=False)
     # [T, R, K, A, M]: IoU .5 is T=0, .75 is T=5; area "all"; the last maxDets (100).
     precision = reference.precision[[0, 5], :, :, 0, -1]
+    progress.update()
 
     plain, _ = _coco_eval(gt, results, [0.75, 0.5, 0.1], None)
+    progress.update()
     similar, sim_copies = _coco_eval(
         gt,
         results,
         [0.1],
         lambda c: [o for o in cat_ids if o != c and supercategory[o] == supercategory[c]],
     )
+    progress.update()
     other, oth_copies = _coco_eval(gt, results, [0.1], lambda c: [o for o in cat_ids if o != c])
+    progress.update()
+    progress.close()
 
     def curves(evaluator, t):
         return evaluator.eval["precision"][t, :, :, 0, 0]
