@@ -10,24 +10,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from lazydet.config import ConfigError, resolve
-from lazydet.config.interpolation import is_interpolation
+from lazydet.config import ConfigError, select_resolved
 
 __all__ = ["check_evaluation_setup"]
-
-
-def _value(cfg: Mapping[str, Any], section: str, key: str) -> Any:
-    node = cfg.get(section)
-    if not isinstance(node, Mapping):
-        return None
-    value = node.get(key)
-    return resolve(node).get(key) if is_interpolation(value) else value
 
 
 def check_evaluation_setup(cfg: Mapping[str, Any]) -> None:
     """Raise ConfigError when ``train.eval_period`` is above 0 and the config has no
     ``evaluator`` (or one that is ``None``), naming both keys and the two ways out."""
-    period = _value(cfg, "train", "eval_period")
+    period = select_resolved(cfg, "train.eval_period")
     if not isinstance(period, int) or isinstance(period, bool) or period <= 0:
         return
     if cfg.get("evaluator") is not None:

@@ -87,3 +87,17 @@ def test_one_device_choice():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="device='cuda'"):
             select_device("cuda", key="device")
+
+
+def test_eval_period_without_an_evaluator_is_a_config_error():
+    """``train.eval_period > 0`` with no evaluator would never evaluate: refused, naming both."""
+    from lazydet.config import ConfigError, compose
+    from lazydet.engine.evaluation_setup import check_evaluation_setup
+
+    cfg = compose("faster_rcnn_fpn", ["dataset=shapes"])
+    check_evaluation_setup(cfg)  # eval_period=5000 with its COCOEvaluator: fine
+    cfg.pop("evaluator")
+    with pytest.raises(ConfigError, match=r"train\.eval_period=5000 .* no evaluator"):
+        check_evaluation_setup(cfg)
+    cfg.train.eval_period = 0
+    check_evaluation_setup(cfg)  # evaluate at the end only: nothing to refuse
