@@ -227,7 +227,12 @@ def train_built(
     check_model_matches_dataset(cfg)
 
     device = select_device(train_cfg.device)
-    model = wrap_model(built["model"].to(device), sync_bn=train_cfg.sync_bn)
+    model = built["model"].to(device)
+    if train_cfg.channels_last:
+        # In place on each parameter (Module._apply keeps the Parameter objects), so an
+        # optimizer already built over them still holds the model's own tensors.
+        model = model.to(memory_format=torch.channels_last)
+    model = wrap_model(model, sync_bn=train_cfg.sync_bn)
     is_main = comm.is_main_process()
     # Checked on every rank before the first step: a bad run dir fails at once, not at a save.
     checkpointer = Checkpointer(

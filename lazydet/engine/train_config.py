@@ -43,6 +43,9 @@ class TrainConfig:
             iterations.
         amp: mixed precision: ``"bf16"`` (CUDA or CPU) or ``"fp16"`` (CUDA, with a gradient
             scaler); ``None`` trains in float32.
+        channels_last: keep the model's 4-D weights (and so its convolutions' outputs) in
+            channels-last memory order: the same values in another layout, cheaper convolutions
+            on CPUs with oneDNN and on tensor-core GPUs (docs/benchmarks.md measures it).
         clip_grad_norm: clip the global gradient norm to this value (``None``: no clipping).
         grad_accum_steps: micro-batches per optimizer step; ``k`` steps of batch ``b`` equal one
             step of batch ``k*b`` (for models without batch statistics).
@@ -68,6 +71,7 @@ class TrainConfig:
     eval_period: int = 0
     log_period: int = 20
     amp: Literal["fp16", "bf16"] | None = None
+    channels_last: bool = False
     clip_grad_norm: float | None = None
     grad_accum_steps: int = 1
     device: str | None = None
@@ -88,6 +92,10 @@ class TrainConfig:
             )
         if self.amp not in (None, "fp16", "bf16"):
             raise ValueError(f"train.amp must be null, 'bf16' or 'fp16', got {self.amp!r}.")
+        if not isinstance(self.channels_last, bool):
+            raise ValueError(
+                f"train.channels_last must be true or false, got {self.channels_last!r}."
+            )
         if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
             raise ValueError(
                 f"train.clip_grad_norm must be a positive number or null, got {self.clip_grad_norm!r}."

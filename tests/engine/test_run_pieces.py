@@ -101,3 +101,39 @@ def test_eval_period_without_an_evaluator_is_a_config_error():
         check_evaluation_setup(cfg)
     cfg.train.eval_period = 0
     check_evaluation_setup(cfg)  # evaluate at the end only: nothing to refuse
+
+
+def test_channels_last_trains_the_same_weights_in_channels_last_memory(monkeypatch, tmp_path):
+    """``train.channels_last=true``: the checkpointed conv weights are channels-last and equal
+    (to float rounding) those of the same run in the default layout."""
+    from tiny_train import CONF_DIR
+
+    from lazydet.config import compose
+    from lazydet.data.datasets import generate_shapes
+    from lazydet.train import run
+
+    monkeypatch.setenv("LAZYDET_CONFIG_PATH", str(CONF_DIR))
+    monkeypatch.chdir(tmp_path)
+    generate_shapes(tmp_path / "shapes", num_images=4, image_size=32, seed=3)
+    weights = {}
+    for channels_last in (False, True):
+        cfg = compose(
+            "tiny",
+            [
+                f"dataloader.train.dataset.json_file={tmp_path / 'shapes' / 'annotations.json'}",
+                f"dataloader.train.dataset.image_root={tmp_path / 'shapes'}",
+                "schedule.max_iter=3",
+                "+model.dropout=0.0",
+                f"train.channels_last={str(channels_last).lower()}",
+            ],
+        )
+        out = tmp_path / f"run_{channels_last}"
+        run(cfg, out)
+        weights[channels_last] = torch.load(out / "model_final.pth", weights_only=True)["model"]
+    conv = weights[True]["conv.weight"]
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    assert weights[False]["conv.weight"].is_contiguous()
+    for name, value in weights[False].items():
+        torch.testing.assert_close(weights[True][name], value, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ConfigError, match="channels_last"):
+        compose("tiny", ["train.channels_last=maybe"])
