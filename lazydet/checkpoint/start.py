@@ -21,6 +21,7 @@ from torch import nn
 
 from lazydet.checkpoint.load import LoadReport, load_weights
 from lazydet.checkpoint.named_weights import is_weights_name, named_weights
+from lazydet.config.lazy import target_nodes
 
 __all__ = ["RANDOM_WEIGHTS", "configure_start", "load_start_weights"]
 
@@ -70,21 +71,13 @@ def load_start_weights(
     return report
 
 
-def _resnet_nodes(node: Any, path: str = "") -> list[tuple[str, Any]]:
-    """``(dotted path, node)`` of every ``L(ResNet)(...)`` node under ``node``."""
-    found = []
-    if hasattr(node, "items"):
-        if node.get("_target_") in _RESNET_TARGETS or str(node.get("_target_", "")).endswith(
-            ".ResNet"
-        ):
-            found.append((path, node))
-        for key, value in node.items():
-            if key != "_target_":
-                found += _resnet_nodes(value, f"{path}.{key}" if path else str(key))
-    elif isinstance(node, (list, tuple)):
-        for index, value in enumerate(node):
-            found += _resnet_nodes(value, f"{path}[{index}]")
-    return found
+def _resnet_nodes(model: Any) -> list[tuple[str, Any]]:
+    """``(dotted path, node)`` of every ``L(ResNet)(...)`` node under the ``model`` node."""
+    return [
+        (path, node)
+        for path, node in target_nodes(model, "model")
+        if node["_target_"] in _RESNET_TARGETS or str(node["_target_"]).endswith(".ResNet")
+    ]
 
 
 def configure_start(cfg: Any) -> list[str]:
@@ -102,7 +95,7 @@ def configure_start(cfg: Any) -> list[str]:
     if (
         is_weights_name(checkpoint)
         and named_weights(str(checkpoint)).imagenet
-        and not _resnet_nodes(model, "model")
+        and not _resnet_nodes(model)
     ):
         # A COCO recipe names an ImageNet ResNet; a backbone option without a ResNet (the ViTs:
         # no public ImageNet file that lazydet converts) starts from scratch, said in the log.
@@ -117,7 +110,7 @@ def configure_start(cfg: Any) -> list[str]:
     if checkpoint not in (None, "", RANDOM_WEIGHTS):
         return []
     changed = []
-    for path, node in _resnet_nodes(model, "model"):
+    for path, node in _resnet_nodes(model):
         freeze_at = node.get("freeze_at", 2)  # ResNet's defaults: freeze_at=2, norm="FrozenBN"
         norm = node.get("norm", "FrozenBN")
         if freeze_at or norm == "FrozenBN":

@@ -304,6 +304,27 @@ def is_node(value: Any) -> bool:
     return isinstance(value, dict) and TARGET in value
 
 
+def target_nodes(cfg: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """``(dotted key, node)`` of every mapping under ``cfg`` (itself included) with a ``_target_``.
+
+    Keys are written as overrides write them (``model.backbone``, ``schedulers.0``; ``prefix``
+    for the root, ``""`` by default). Iterative, so a hostile file nested deeper than Python's
+    recursion limit is walked too; works on plain dicts, Configs and OmegaConf containers.
+    """
+    stack: list[tuple[str, Any]] = [(prefix, cfg)]
+    while stack:
+        key, node = stack.pop()
+        if hasattr(node, "items"):
+            if node.get(TARGET) is not None:
+                yield key, node
+            children = ((str(k), v) for k, v in node.items())
+        elif isinstance(node, (list, tuple)):
+            children = ((str(i), v) for i, v in enumerate(node))
+        else:
+            continue
+        stack.extend((f"{key}.{name}" if key else name, value) for name, value in children)
+
+
 def ref(path: str) -> Config:
     """The object built at config key ``path`` (e.g. ``"model"``), shared rather than rebuilt.
 

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .errors import ConfigError
-from .lazy import ARGS, LOCATE, TARGET
+from .lazy import ARGS, LOCATE, TARGET, target_nodes
 
 __all__ = ["SAFE_TARGETS", "check_targets"]
 
@@ -98,20 +98,12 @@ def check_targets(cfg: Any, allowed: frozenset[str], *, source: str = "config") 
     (``{_target_: lazydet.config.locate, _args_: [path]}``), the path it names.
     """
     bad: list[str] = []
-    # Iterative: a hostile file may nest deeper than Python's recursion limit.
-    stack: list[tuple[Any, str]] = [(cfg, "")]
-    while stack:
-        node, key = stack.pop()
-        if isinstance(node, dict):
-            target = node.get(TARGET)
-            if target is not None:
-                names = [a for a in node.get(ARGS, ())] if target == LOCATE else [target]
-                for name in names or [target]:
-                    if not isinstance(name, str) or name not in allowed:
-                        bad.append(f"'{key or '<root>'}' names {name!r}")
-            stack.extend((v, f"{key}.{k}" if key else str(k)) for k, v in node.items())
-        elif isinstance(node, (list, tuple)):
-            stack.extend((v, f"{key}.{i}" if key else str(i)) for i, v in enumerate(node))
+    for key, node in target_nodes(cfg):
+        target = node[TARGET]
+        names = [a for a in node.get(ARGS, ())] if target == LOCATE else [target]
+        for name in names or [target]:
+            if not isinstance(name, str) or name not in allowed:
+                bad.append(f"'{key or '<root>'}' names {name!r}")
     if bad:
         bad.sort()
         names = sorted({b.split(" names ", 1)[1] for b in bad})

@@ -10,6 +10,7 @@ import pytest
 
 from lazydet.config import compose, load, save
 from lazydet.config.hydra_bridge import register_with_hydra
+from lazydet.config.lazy import target_nodes
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -25,17 +26,8 @@ def _shipped() -> list[tuple[str, list[str]]]:
     return cases
 
 
-def _targets(node, out: set[str]) -> set[str]:
-    if hasattr(node, "items"):
-        target = node.get("_target_")
-        if isinstance(target, str):
-            out.add(target)
-        for value in node.values():
-            _targets(value, out)
-    elif isinstance(node, (list, tuple)):
-        for value in node:
-            _targets(value, out)
-    return out
+def _targets(cfg) -> set[str]:
+    return {node["_target_"] for _, node in target_nodes(cfg)}
 
 
 @pytest.mark.parametrize(("experiment", "overrides"), _shipped(), ids=lambda v: str(v))
@@ -44,7 +36,7 @@ def test_shipped_config_loads_untrusted_after_a_yaml_round_trip(tmp_path, experi
     path = tmp_path / "config.yaml"
     save(cfg, path)
     reloaded = load(path, trusted=False)  # raises on any target outside SAFE_TARGETS
-    assert _targets(reloaded, set()) == _targets(cfg, set())
+    assert _targets(reloaded) == _targets(cfg)
 
 
 def test_vitdet_project_loads_untrusted(tmp_path, monkeypatch):
