@@ -2,7 +2,17 @@
 
 The one home of these options (the modules keep Detectron2's defaults and name each option;
 this file says which values are torchvision's). Shared by the ``torchvision_*_rcnn_fpn``
-presets; ``torchvision_retinanet_fpn`` uses ``use_torchvision_anchors``.
+presets (``use_torchvision_preset``); ``torchvision_retinanet_fpn`` uses
+``use_torchvision_anchors``.
+
+A preset is its base recipe's architecture with torchvision's numerics: rounded, ratio-major
+anchors spaced by ``padded size // feature size`` (torchvision's, not the stride on P6 of most
+images); torchvision's RPN settings (smooth-L1 beta 1/9, loss averaged over the sampled anchors,
+2000 training proposals, boxes under 1e-3 px dropped); RoIAlign with sampling ratio 2 and
+``aligned=False``; detections under 1e-2 px dropped. Loaded with torchvision's COCO weights
+(``train.init_checkpoint=torchvision:<name>``, docs/weights.md), it returns torchvision's
+detections (``tests/modeling/test_torchvision_equivalence.py``); lazydet's class ``c`` is
+torchvision's label ``c + 1`` (lazydet has no background class 0).
 """
 
 from types import MappingProxyType
@@ -67,3 +77,14 @@ def use_torchvision_numerics(model) -> None:
     if model.roi_heads.get("mask_head") is not None:
         for key, value in TORCHVISION_MASK_HEAD_OPTIONS.items():
             model.roi_heads.mask_head[key] = value
+
+
+def use_torchvision_preset(model, train) -> None:
+    """``use_torchvision_numerics(model)``, and no starting weights by default.
+
+    The base recipe's ``torchvision:resnet50`` ImageNet start does not suit a preset made for
+    torchvision's COCO weights: give those (``train.init_checkpoint=torchvision:<name>``), or a
+    file; null trains from scratch.
+    """
+    use_torchvision_numerics(model)
+    train.init_checkpoint = None

@@ -308,7 +308,12 @@ def roi_align_fwd_kernel(
 
 
 @triton.jit
-def _scatter(ptrs, values, mask, fixed_point_scale, DETERMINISTIC: tl.constexpr):
+def _scatter_corner(chan_ptrs, offsets, grad_bin, weight, mask, fixed_point_scale,
+                    DETERMINISTIC: tl.constexpr):  # fmt: skip
+    """Adds ``grad_bin * weight`` at ``chan_ptrs + offsets`` ([BLOCK_C, 1] channel pointers,
+    [BLOCK_BINS] pixel offsets and weights, [BLOCK_C, BLOCK_BINS] gradient and mask)."""
+    ptrs = chan_ptrs + offsets[None, :]
+    values = grad_bin * weight[None, :]
     if DETERMINISTIC:
         # Truncation toward zero; integer addition is associative, so the order is irrelevant.
         tl.atomic_add(ptrs, (values * fixed_point_scale).to(tl.int64), mask=mask, sem="relaxed")
@@ -378,9 +383,9 @@ def roi_align_bwd_kernel(
         x1, y1, x2, y2, valid, scale, OUT_H, OUT_W, SAMPLING_RATIO, ALIGNED
     )
     if DETERMINISTIC:
-        fixed_point_scale = tl.load(fixed_point_scale_ptr)
+        fixed_scale = tl.load(fixed_point_scale_ptr)
     else:
-        fixed_point_scale = 1.0
+        fixed_scale = 1.0
 
     bins = tl.arange(0, BLOCK_BINS)
     bin_mask = bins < OUT_H * OUT_W
@@ -411,33 +416,18 @@ def roi_align_bwd_kernel(
             x = start_w + bin_x * bin_w + tl.div_rn((ix + 0.5) * bin_w, grid_w_f)
             x_low, x_high, lx, hx, x_inside = _axis_weights(x, width)
             mask = chan_mask[:, None] & (bin_mask & y_inside & x_inside)[None, :]
-            _scatter(
-                chan_ptrs + (row_low + x_low)[None, :],
-                grad_bin * (hy * hx)[None, :],
-                mask,
-                fixed_point_scale,
-                DETERMINISTIC,
+            # The sample's four bilinear neighbours, each weighted by its corner's share.
+            _scatter_corner(
+                chan_ptrs, row_low + x_low, grad_bin, hy * hx, mask, fixed_scale, DETERMINISTIC
             )
-            _scatter(
-                chan_ptrs + (row_low + x_high)[None, :],
-                grad_bin * (hy * lx)[None, :],
-                mask,
-                fixed_point_scale,
-                DETERMINISTIC,
+            _scatter_corner(
+                chan_ptrs, row_low + x_high, grad_bin, hy * lx, mask, fixed_scale, DETERMINISTIC
             )
-            _scatter(
-                chan_ptrs + (row_high + x_low)[None, :],
-                grad_bin * (ly * hx)[None, :],
-                mask,
-                fixed_point_scale,
-                DETERMINISTIC,
+            _scatter_corner(
+                chan_ptrs, row_high + x_low, grad_bin, ly * hx, mask, fixed_scale, DETERMINISTIC
             )
-            _scatter(
-                chan_ptrs + (row_high + x_high)[None, :],
-                grad_bin * (ly * lx)[None, :],
-                mask,
-                fixed_point_scale,
-                DETERMINISTIC,
+            _scatter_corner(
+                chan_ptrs, row_high + x_high, grad_bin, ly * lx, mask, fixed_scale, DETERMINISTIC
             )
 
 
