@@ -21,9 +21,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
-from lazydet.config.command_line import UsageError, command_main, split_own_options
+from lazydet.config.command_line import (
+    UsageError,
+    command_main,
+    own_flag,
+    own_number,
+    split_own_options,
+)
 
 __all__ = ["main", "run"]
 
@@ -49,28 +54,6 @@ def _split(command: str, argv: list[str]) -> tuple[dict[str, str], list[str]]:
     )
 
 
-def _number(own: dict[str, str], key: str, kind: type, default: Any) -> Any:
-    if key not in own:
-        return default
-    try:
-        return kind(own[key])
-    except ValueError:
-        raise UsageError(
-            f"{key}={own[key]!r} is not {(kind.__name__ == 'int' and 'an integer') or 'a number'}."
-        ) from None
-
-
-def _flag(own: dict[str, str], key: str, default: bool) -> bool:
-    value = own.get(key)
-    if value is None:
-        return default
-    if value.lower() in ("true", "1", "on", "yes"):
-        return True
-    if value.lower() in ("false", "0", "off", "no"):
-        return False
-    raise UsageError(f"{key}={value!r} is not true or false.")
-
-
 def _require(own: dict[str, str], *keys: str) -> None:
     missing = [k for k in keys if not own.get(k)]
     if missing:
@@ -83,7 +66,9 @@ def run_curves(own: dict[str, str]) -> None:
     _require(own, "runs")
     runs = find_runs([p for p in own["runs"].split(",") if p])
     output = plot_curves(
-        runs, own.get("output", "curves.png"), smoothing=_number(own, "smoothing", float, 0.6)
+        runs,
+        own.get("output", "curves.png"),
+        smoothing=own_number(own, "smoothing", float, 0.6, low=0.0),
     )
     print(f"{output}: {len(runs)} run(s): {', '.join(runs)}")
 
@@ -94,7 +79,9 @@ def run_errors(own: dict[str, str]) -> None:
     _require(own, "gt", "results", "output")
     out = Path(own["output"])
     analysis = errors.analyze_errors(
-        own["gt"], own["results"], score_threshold=_number(own, "score_threshold", float, 0.3)
+        own["gt"],
+        own["results"],
+        score_threshold=own_number(own, "score_threshold", float, 0.3, low=0.0, high=1.0),
     )
     written = [
         errors.plot_pr_curves(analysis, out / "pr_curves.png"),
@@ -107,7 +94,7 @@ def run_errors(own: dict[str, str]) -> None:
         own["results"],
         out / "worst_images.png",
         image_root=own.get("image_root"),
-        count=_number(own, "count", int, 6),
+        count=own_number(own, "count", int, 6, low=1),
     )
     written.append(page)
     summary = {
@@ -131,16 +118,18 @@ def run_cost(own: dict[str, str], overrides: list[str]) -> None:
     from lazydet.config import instantiate
     from lazydet.config.command_line import compose_from_command_line
 
-    height, width = _number(own, "height", int, 800), _number(own, "width", int, 1333)
+    height, width, depth = (
+        own_number(own, "height", int, 800, low=1),
+        own_number(own, "width", int, 1333, low=1),
+        own_number(own, "depth", int, 3, low=1),
+    )
     cfg = compose_from_command_line(overrides)
     model = instantiate(cfg.model).eval()
     # A random image: a detector's heads see this pass's proposals, whatever the image.
     image = torch.randint(
         0, 256, (3, height, width), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
     )
-    rows = measure_cost(
-        model, lambda m: m([{"image": image}]), max_depth=_number(own, "depth", int, 3)
-    )
+    rows = measure_cost(model, lambda m: m([{"image": image}]), max_depth=depth)
     print(
         format_cost_table(rows, title=f"one {height}x{width} image, untrained weights, eval mode")
     )
@@ -150,18 +139,21 @@ def run_speed(own: dict[str, str], overrides: list[str]) -> None:
     from lazydet.analysis.speed import benchmark_config
     from lazydet.config.command_line import compose_from_command_line
 
-    cfg = compose_from_command_line(overrides)
+    options = dict(
+        threads=own_number(own, "threads", int, None, low=1),
+        warmup=own_number(own, "warmup", int, 5, low=0),
+        iters=own_number(own, "iters", int, 20, low=1),
+        runs=own_number(own, "runs", int, 5, low=1),
+        data_loading=own_flag(own, "data_loading", False),
+    )
+    cfg = compose_from_command_line(overrides)  # after the own options: a typo fails fast
     result = benchmark_config(
         cfg,
         mode=own.get("mode", "inference"),
         device=own.get("device"),
         checkpoint=own.get("checkpoint"),
-        threads=_number(own, "threads", int, None),
-        warmup=_number(own, "warmup", int, 5),
-        iters=_number(own, "iters", int, 20),
-        runs=_number(own, "runs", int, 5),
-        data_loading=_flag(own, "data_loading", False),
         progress=True,
+        **options,
     )
     print(result)
 

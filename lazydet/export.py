@@ -24,6 +24,8 @@ from lazydet.config.command_line import (
     UsageError,
     command_main,
     compose_from_command_line,
+    own_flag,
+    own_number,
     split_own_options,
 )
 
@@ -50,15 +52,6 @@ def parse_arguments(argv: list[str]) -> tuple[dict[str, str], list[str]]:
     )
 
 
-def _int(own: dict[str, str], key: str, default: int) -> int:
-    if key not in own:
-        return default
-    try:
-        return int(own[key])
-    except ValueError:
-        raise UsageError(f"{key}={own[key]!r} is not an integer.") from None
-
-
 def run(argv: list[str]) -> int:
     from lazydet.deploy.export import DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE, FORMATS
 
@@ -71,15 +64,13 @@ def run(argv: list[str]) -> int:
     output_dir = Path(own["output"])
     if output_dir.exists() and not output_dir.is_dir():
         raise UsageError(f"output={own['output']!r} is a file; give a folder.")
-    dynamic_text = own.get("dynamic", "true").lower()
-    if dynamic_text not in ("true", "false"):
-        raise UsageError(f"dynamic={own['dynamic']!r}; give true or false.")
     sizes = {
-        "height": _int(own, "height", 800),
-        "width": _int(own, "width", 1088),
-        "min_size": _int(own, "min_size", 0) if "min_size" in own else DEFAULT_MIN_SIZE,
-        "max_size": _int(own, "max_size", DEFAULT_MAX_SIZE),
+        "height": own_number(own, "height", int, 800, low=1),
+        "width": own_number(own, "width", int, 1088, low=1),
+        "min_size": own_number(own, "min_size", int, DEFAULT_MIN_SIZE, low=1),
+        "max_size": own_number(own, "max_size", int, DEFAULT_MAX_SIZE, low=1),
     }
+    dynamic = own_flag(own, "dynamic", True)
     cfg = compose_from_command_line(overrides) if overrides else None
     from lazydet.evaluation.predictor import Predictor
 
@@ -104,7 +95,11 @@ def run(argv: list[str]) -> int:
                 "format=onnx needs onnx and onnxscript: pip install 'lazydet[export]'."
             ) from None
     path = export_detector(
-        predictor, format=fmt, output_dir=output_dir, dynamic=dynamic_text == "true", **sizes
+        predictor,
+        format=fmt,
+        output_dir=output_dir,
+        dynamic=dynamic,
+        **sizes,
     )
     print(f"lazydet.export: {path} (metadata: {path.with_suffix('.json')})")
     return 0

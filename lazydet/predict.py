@@ -36,7 +36,6 @@ exits 1 at the end.
 from __future__ import annotations
 
 import logging
-import math
 import stat
 import sys
 from pathlib import Path
@@ -47,6 +46,7 @@ from lazydet.config.command_line import (
     UsageError,
     command_main,
     compose_from_command_line,
+    own_number,
     split_own_options,
 )
 
@@ -262,36 +262,6 @@ def _predict_one_by_one(
     return kept, kept_tensors, outs
 
 
-def _number(
-    own: dict[str, str],
-    key: str,
-    kind: type,
-    default: Any,
-    *,
-    low: float | None = None,
-    high: float | None = None,
-) -> Any:
-    """``own[key]`` as ``kind`` (``default`` when absent), finite and within [low, high]."""
-    if key not in own:
-        return default
-    try:
-        value = kind(own[key])
-    except ValueError:
-        raise UsageError(f"{key}={own[key]!r} is not a {kind.__name__}.") from None
-    if (
-        (isinstance(value, float) and not math.isfinite(value))
-        or (low is not None and value < low)
-        or (high is not None and value > high)
-    ):
-        bounds = (
-            f"between {low:g} and {high:g}"
-            if high is not None
-            else (f"at least {low:g}" if low is not None else "finite")
-        )
-        raise UsageError(f"{key}={own[key]!r}: give a {kind.__name__} {bounds}.")
-    return value
-
-
 def run(argv: list[str]) -> int:
     own, overrides, show_gt = parse_arguments(argv)
     if "output" not in own:
@@ -300,9 +270,9 @@ def run(argv: list[str]) -> int:
     if output_dir.exists() and not output_dir.is_dir():
         raise UsageError(f"output={own['output']!r} is a file; give a folder.")
     # Every option is checked before anything is composed, loaded or written.
-    max_images = _number(own, "max_images", int, 20, low=1)
-    batch_size = _number(own, "batch_size", int, 4, low=1)
-    score_threshold = _number(own, "score_threshold", float, 0.5, low=0.0, high=1.0)
+    max_images = own_number(own, "max_images", int, 20, low=1)
+    batch_size = own_number(own, "batch_size", int, 4, low=1)
+    score_threshold = own_number(own, "score_threshold", float, 0.5, low=0.0, high=1.0)
     results_json = Path(own["results"]) if "results" in own else None
     video_output = None
     if not show_gt:

@@ -42,6 +42,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import math
 import os
 import sys
 from collections.abc import Callable, Collection
@@ -62,6 +63,8 @@ __all__ = [
     "detectron2_habits",
     "file_experiments",
     "help_text",
+    "own_flag",
+    "own_number",
     "print_job_configs",
     "refuse_detectron2_habits",
     "split_own_options",
@@ -447,6 +450,59 @@ def split_own_options(
         else:
             raise UsageError(unknown(arg))
     return own, overrides
+
+
+_KIND_NAMES = {int: "an integer", float: "a number"}
+
+
+def own_number(
+    own: dict[str, str],
+    key: str,
+    kind: type[int] | type[float],
+    default: Any,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+) -> Any:
+    """``own[key]`` as ``kind`` (``default`` when absent), finite and within ``[low, high]``.
+
+    Raises:
+        UsageError: naming ``key=value`` and what to give instead.
+    """
+    if key not in own:
+        return default
+    name = _KIND_NAMES[kind]
+    try:
+        value = kind(own[key])
+    except ValueError:
+        raise UsageError(f"{key}={own[key]!r} is not {name}.") from None
+    if (
+        (isinstance(value, float) and not math.isfinite(value))
+        or (low is not None and value < low)
+        or (high is not None and value > high)
+    ):
+        bounds = (
+            f"between {low:g} and {high:g}"
+            if low is not None and high is not None
+            else (f"at least {low:g}" if low is not None else "finite")
+        )
+        raise UsageError(f"{key}={own[key]!r}: give {name} {bounds}.")
+    return value
+
+
+_TRUE_WORDS, _FALSE_WORDS = ("true", "1", "on", "yes"), ("false", "0", "off", "no")
+
+
+def own_flag(own: dict[str, str], key: str, default: bool) -> bool:
+    """``own[key]`` as a boolean (``true``/``false``, ``1``/``0``, ``on``/``off``, ``yes``/``no``)."""
+    value = own.get(key)
+    if value is None:
+        return default
+    if value.lower() in _TRUE_WORDS:
+        return True
+    if value.lower() in _FALSE_WORDS:
+        return False
+    raise UsageError(f"{key}={value!r} is not true or false.")
 
 
 def fail(prog: str, error: BaseException, code: int) -> NoReturn:
