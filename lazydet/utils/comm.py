@@ -34,6 +34,17 @@ def select_device(spec: str | torch.device | None, *, key: str = "train.device")
     return torch.device("cpu")
 
 
+def cpu_computes_bf16() -> bool:
+    """Whether this CPU has bf16 arithmetic in hardware (AVX512-BF16 or AMX tiles).
+
+    Where it has not, oneDNN emulates bf16 and an autocast step is slower than float32, so
+    recipes that want bf16 on the CPU ask this first. False where torch cannot tell.
+    """
+    # torch.cpu exposes the checks only under private names (torch 2.x); no public equivalent.
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
 def is_distributed() -> bool:
     """True when a process group is initialised and has more than one process."""
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1

@@ -3,6 +3,8 @@ scaling by named scheduler arguments."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -137,3 +139,25 @@ def test_channels_last_trains_the_same_weights_in_channels_last_memory(monkeypat
         torch.testing.assert_close(weights[True][name], value, rtol=1e-5, atol=1e-6)
     with pytest.raises(ConfigError, match="channels_last"):
         compose("tiny", ["train.channels_last=maybe"])
+
+
+@pytest.mark.skipif(not Path("/proc/cpuinfo").is_file(), reason="reads Linux's /proc/cpuinfo")
+def test_cpu_computes_bf16_agrees_with_the_kernels_cpu_flags():
+    from lazydet.utils.comm import cpu_computes_bf16
+
+    flags = set()
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            flags |= set(line.split(":", 1)[1].split())
+    assert cpu_computes_bf16() == bool({"avx512_bf16", "amx_tile", "amx_bf16"} & flags)
+
+
+def test_the_quick_start_takes_bf16_only_where_the_cpu_computes_it(monkeypatch):
+    from lazydet.config import compose
+    from lazydet.utils import comm
+
+    for native in (True, False):
+        monkeypatch.setattr(comm, "cpu_computes_bf16", lambda native=native: native)
+        cfg = compose("quickstart")
+        assert cfg.train.channels_last is True
+        assert cfg.train.amp == ("bf16" if native else None)
