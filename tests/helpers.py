@@ -10,7 +10,7 @@ import io
 import os
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -22,6 +22,7 @@ __all__ = [
     "freeze_batchnorms",
     "import_kernels",
     "in_ci",
+    "losses_before_and_after_steps",
     "pycocotools_evaluate",
     "random_boxes",
     "run_python",
@@ -164,3 +165,26 @@ def tiny_vit(**overrides: Any) -> torch.nn.Module:
     size = dict(img_size=64, patch_size=16, embed_dim=64, depth=2, num_heads=4)
     attention = dict(use_rel_pos=True, window_size=2, window_block_indexes=(0,))
     return ViT(**{**size, **attention, "pretrain_img_size": 64, **overrides})
+
+
+def losses_before_and_after_steps(
+    losses_at: Callable[[int], dict[str, torch.Tensor]],
+    optimizer: torch.optim.Optimizer,
+    steps: int,
+    *,
+    probe_seed: int = 100,
+) -> tuple[dict[str, float], dict[str, float]]:
+    """``(before, after)``: the losses of ``losses_at(probe_seed)`` before and after ``steps``
+    optimizer steps on the summed losses of ``losses_at(0)``, ``losses_at(1)``...
+
+    ``losses_at(seed)`` runs the model in training mode with its random sampling (anchors,
+    ROIs) seeded by ``seed``, so ``before`` and ``after`` compare the same draw.
+    """
+    before = {name: loss.item() for name, loss in losses_at(probe_seed).items()}
+    for step in range(steps):
+        losses = losses_at(step)
+        optimizer.zero_grad()
+        sum(losses.values()).backward()
+        optimizer.step()
+    after = {name: loss.item() for name, loss in losses_at(probe_seed).items()}
+    return before, after
