@@ -70,22 +70,11 @@ def _torchvision_call(boxes, scores, classes, threshold):
     return call
 
 
-def _per_class_reference(boxes, scores, classes, threshold):
-    import torchvision
-
-    boxes, scores = boxes.float(), scores.float()
-    kept = []
-    for c in torch.unique(classes):
-        members = torch.nonzero(classes == c).squeeze(1)
-        kept.append(members[torchvision.ops.nms(boxes[members], scores[members], threshold)])
-    keep = torch.sort(torch.cat(kept)).values
-    return keep[torch.sort(scores[keep], descending=True, stable=True).indices]
-
-
 def correctness_gate(
     args: argparse.Namespace, *, device: str = "cuda", sizes: tuple[int, ...] = (1000, 5000)
 ) -> bool:
-    """lazydet's kernels against per-class torchvision.ops.nms; prints a line per case."""
+    """lazydet's kernels against per-class torchvision.ops.nms (lazydet's torchvision backend,
+    which tests/ops/test_nms.py pins to that loop); prints a line per case."""
     from lazydet.ops.backend import use_backend
     from lazydet.ops.nms import batched_nms, nms
 
@@ -98,9 +87,8 @@ def correctness_gate(
                 )
                 # torchvision's CPU kernel is the exact reference (its CUDA kernel may fuse
                 # multiply-adds, which moves IoUs within an ulp of the threshold).
-                expected = _per_class_reference(
-                    boxes.cpu(), scores.cpu(), classes.cpu(), args.threshold
-                )
+                with use_backend("torchvision"):
+                    expected = batched_nms(boxes.cpu(), scores.cpu(), classes.cpu(), args.threshold)
                 with use_backend("triton"):
                     if num_classes == 1:
                         got = nms(boxes, scores, args.threshold)

@@ -8,6 +8,10 @@ import copy
 import importlib
 import io
 import os
+import subprocess
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -18,8 +22,11 @@ __all__ = [
     "freeze_batchnorms",
     "import_kernels",
     "in_ci",
+    "losses_before_and_after_steps",
     "pycocotools_evaluate",
     "random_boxes",
+    "run_python",
+    "tiny_vit",
 ]
 
 
@@ -123,3 +130,61 @@ def pycocotools_evaluate(gt: dict, results: list, iou_type: str, **params: Any) 
         evaluator.accumulate()
         evaluator.summarize()
     return evaluator
+
+
+def run_python(
+    args: Sequence[str],
+    *,
+    cwd: Path | str | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess[str]:
+    """``python *args`` with the interpreter running the tests (``["-m", "lazydet.train", ...]``,
+    ``["-c", code]``), as a user runs it: a separate process, stdout and stderr captured as text.
+
+    ``env`` defaults to this process's environment (where ``fixture_conf`` has set
+    ``LAZYDET_CONFIG_PATH`` and ``PYTHONPATH``); ``timeout`` (seconds) stops a hung child, it is
+    not a speed target.
+    """
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=cwd,
+        env=dict(os.environ if env is None else env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def tiny_vit(**overrides: Any) -> torch.nn.Module:
+    """A ViT small enough for CPU tests: 2 blocks of width 64 (4 heads) on 64x64 images in 16-pixel
+    patches, relative positions, block 0 in 2x2-token windows; ``overrides`` replace any of these
+    (or set another ``ViT`` argument)."""
+    from lazydet.modeling.backbone import ViT
+
+    size = dict(img_size=64, patch_size=16, embed_dim=64, depth=2, num_heads=4)
+    attention = dict(use_rel_pos=True, window_size=2, window_block_indexes=(0,))
+    return ViT(**{**size, **attention, "pretrain_img_size": 64, **overrides})
+
+
+def losses_before_and_after_steps(
+    losses_at: Callable[[int], dict[str, torch.Tensor]],
+    optimizer: torch.optim.Optimizer,
+    steps: int,
+    *,
+    probe_seed: int = 100,
+) -> tuple[dict[str, float], dict[str, float]]:
+    """``(before, after)``: the losses of ``losses_at(probe_seed)`` before and after ``steps``
+    optimizer steps on the summed losses of ``losses_at(0)``, ``losses_at(1)``...
+
+    ``losses_at(seed)`` runs the model in training mode with its random sampling (anchors,
+    ROIs) seeded by ``seed``, so ``before`` and ``after`` compare the same draw.
+    """
+    before = {name: loss.item() for name, loss in losses_at(probe_seed).items()}
+    for step in range(steps):
+        losses = losses_at(step)
+        optimizer.zero_grad()
+        sum(losses.values()).backward()
+        optimizer.step()
+    after = {name: loss.item() for name, loss in losses_at(probe_seed).items()}
+    return before, after

@@ -23,21 +23,34 @@ def shapes_cache(tmp_path_factory):
         yield
 
 
+# Smaller heads and fewer ROIs: this checks the seam, not the recipe (CPU-friendly).
+SMALL_ROI_HEADS = [
+    "model.proposal_generator.post_nms_topk_train=128",
+    "model.roi_heads.batch_size_per_image=64",
+    "model.roi_heads.box_head.fc_dims=[128,128]",
+]
+RCNN_LOSSES = {"loss_rpn_cls", "loss_rpn_loc", "loss_cls", "loss_box_reg"}
+
+
 @pytest.mark.parametrize(
-    ("experiment", "expected_losses"),
+    ("experiment", "small_heads", "expected_losses"),
     [
-        ("retinanet_fpn", {"loss_cls", "loss_box_reg"}),
+        ("retinanet_fpn", [], {"loss_cls", "loss_box_reg"}),
         (
             "mask_rcnn_fpn",
-            {"loss_rpn_cls", "loss_rpn_loc", "loss_cls", "loss_box_reg", "loss_mask"},
+            [*SMALL_ROI_HEADS, "model.roi_heads.mask_head.conv_dims=[64,64]"],
+            {*RCNN_LOSSES, "loss_mask"},
         ),
         (
             "keypoint_rcnn_fpn",
-            {"loss_rpn_cls", "loss_rpn_loc", "loss_cls", "loss_box_reg", "loss_keypoint"},
+            [*SMALL_ROI_HEADS, "model.roi_heads.keypoint_head.conv_dims=[64,64]"],
+            {*RCNN_LOSSES, "loss_keypoint"},
         ),
     ],
 )
-def test_train_loader_feeds_the_model_for_a_few_steps(shapes_cache, experiment, expected_losses):
+def test_train_loader_feeds_the_model_for_a_few_steps(
+    shapes_cache, experiment, small_heads, expected_losses
+):
     overrides = [
         "dataset=shapes",
         "model.backbone=resnet18",
@@ -47,18 +60,8 @@ def test_train_loader_feeds_the_model_for_a_few_steps(shapes_cache, experiment, 
         # AdamW's first steps move every weight by about lr: at 1e-4 a randomly initialised
         # RetinaNet's class logits can jump for a step, which says nothing about the seam.
         "optimizer.lr=5e-5",
+        *small_heads,
     ]
-    if experiment != "retinanet_fpn":
-        # Smaller heads and fewer ROIs: this checks the seam, not the recipe (CPU-friendly).
-        overrides += [
-            "model.proposal_generator.post_nms_topk_train=128",
-            "model.roi_heads.batch_size_per_image=64",
-            "model.roi_heads.box_head.fc_dims=[128,128]",
-        ]
-    if experiment == "mask_rcnn_fpn":
-        overrides.append("model.roi_heads.mask_head.conv_dims=[64,64]")
-    if experiment == "keypoint_rcnn_fpn":
-        overrides.append("model.roi_heads.keypoint_head.conv_dims=[64,64]")
     cfg = compose(experiment, overrides)
     torch.manual_seed(0)
     built = instantiate(

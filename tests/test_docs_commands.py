@@ -16,77 +16,15 @@ to one folder per test session (the shapes set is generated once per session).
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from markdown_blocks import REPO_ROOT, DocBlock, extract_shell_blocks
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-MARKER = re.compile(r"^<!--\s*runnable(?::\s*(?P<kind>[a-z]+))?\s*-->\s*$")
-FENCE = re.compile(r"^```(?P<lang>[A-Za-z0-9_-]*)\s*$")
-KINDS = {None: "fast", "slow": "slow"}
-SHELL_LANGS = ("bash", "sh", "console")
 # Limits against a hung command, not speed targets: the 2 CPU cores are shared.
 BLOCK_TIMEOUT_S = {"fast": 300, "slow": 1200}
-
-
-@dataclass(frozen=True)
-class Block:
-    path: Path
-    line: int  # 1-based line of the marker
-    kind: str  # "fast" or "slow"
-    script: str
-
-    @property
-    def id(self) -> str:
-        return f"{self.path.relative_to(REPO_ROOT)}:{self.line}"
-
-
-class MarkerError(ValueError):
-    pass
-
-
-def extract_blocks(path: Path) -> list[Block]:
-    """The runnable blocks of one Markdown file; a marker not followed by a shell fence, an
-    unknown marker kind or an unclosed fence is a ``MarkerError`` naming the file and line."""
-    lines = path.read_text().splitlines()
-    blocks: list[Block] = []
-    i = 0
-    while i < len(lines):
-        match = MARKER.match(lines[i].strip())
-        if not match:
-            i += 1
-            continue
-        where = f"{path}:{i + 1}"
-        kind = match.group("kind")
-        if kind not in KINDS:
-            raise MarkerError(
-                f"{where}: unknown marker 'runnable: {kind}'; use <!-- runnable --> or "
-                "<!-- runnable: slow -->."
-            )
-        fence = FENCE.match(lines[i + 1].strip()) if i + 1 < len(lines) else None
-        if fence is None or fence.group("lang") not in SHELL_LANGS:
-            raise MarkerError(
-                f"{where}: a runnable marker must be followed on the next line by a ```bash or "
-                "```console fence."
-            )
-        body: list[str] = []
-        j = i + 2
-        while j < len(lines) and not FENCE.match(lines[j].strip()):
-            body.append(lines[j])
-            j += 1
-        if j == len(lines):
-            raise MarkerError(f"{where}: the block after this marker has no closing ```.")
-        if fence.group("lang") == "console":
-            body = [line[2:] for line in body if line.startswith("$ ")]
-        if not any(line.strip() and not line.lstrip().startswith("#") for line in body):
-            raise MarkerError(f"{where}: the runnable block has no command.")
-        blocks.append(Block(path, i + 1, KINDS[kind], "\n".join(body) + "\n"))
-        i = j + 1
-    return blocks
 
 
 def documentation_files() -> list[Path]:
@@ -97,8 +35,8 @@ def documentation_files() -> list[Path]:
     ]
 
 
-def all_blocks() -> list[Block]:
-    return [block for path in documentation_files() for block in extract_blocks(path)]
+def all_blocks() -> list[DocBlock]:
+    return [block for path in documentation_files() for block in extract_shell_blocks(path)]
 
 
 BLOCKS = all_blocks()
@@ -127,14 +65,14 @@ def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run_block(
-    block: Block, tmp_path: Path, cache: Path | None = None
+    block: DocBlock, tmp_path: Path, cache: Path | None = None
 ) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     env["LAZYDET_CACHE"] = str(cache or tmp_path / "cache")
     env.pop("LAZYDET_CONFIG_PATH", None)  # the block sets its own
     # The blocks say `python`: the interpreter running the tests (the project's venv).
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    script = "set -euo pipefail\n" + block.script
+    script = "set -euo pipefail\n" + block.code
     return subprocess.run(
         ["bash", "-c", script],
         cwd=_scratch(tmp_path),
@@ -145,21 +83,21 @@ def run_block(
     )
 
 
-def _check(block: Block, tmp_path: Path, cache: Path) -> None:
+def _check(block: DocBlock, tmp_path: Path, cache: Path) -> None:
     result = run_block(block, tmp_path, cache)
     assert result.returncode == 0, (
-        f"{block.id}: the documented commands exited {result.returncode}\n{block.script}\n"
+        f"{block.id}: the documented commands exited {result.returncode}\n{block.code}\n"
         f"--- stdout (end)\n{result.stdout[-3000:]}\n--- stderr (end)\n{result.stderr[-3000:]}"
     )
 
 
 @pytest.mark.parametrize("block", _params("fast"))
-def test_fast_documented_commands_run(block: Block, tmp_path: Path, session_cache: Path) -> None:
+def test_fast_documented_commands_run(block: DocBlock, tmp_path: Path, session_cache: Path) -> None:
     _check(block, tmp_path, session_cache)
 
 
 @pytest.mark.parametrize("block", _params("slow"))
-def test_slow_documented_commands_run(block: Block, tmp_path: Path, session_cache: Path) -> None:
+def test_slow_documented_commands_run(block: DocBlock, tmp_path: Path, session_cache: Path) -> None:
     _check(block, tmp_path, session_cache)
 
 
@@ -172,35 +110,14 @@ def test_the_docs_have_runnable_commands() -> None:
         assert any(b.path == REPO_ROOT / "projects" / project / "README.md" for b in BLOCKS)
 
 
-def test_marker_parsing(tmp_path: Path) -> None:
+def test_a_block_runs_as_one_strict_bash_script(tmp_path: Path) -> None:
     doc = tmp_path / "doc.md"
-    doc.write_text(
-        "text\n<!-- runnable -->\n```bash\necho one \\\n  two\n# a comment\n```\n"
-        "```bash\necho not marked\n```\n"
-        "<!--runnable: slow-->\n```console\n$ echo three\nthree\n```\n"
-    )
-    blocks = extract_blocks(doc)
-    assert [(b.line, b.kind, b.script) for b in blocks] == [
-        (2, "fast", "echo one \\\n  two\n# a comment\n"),
-        (11, "slow", "echo three\n"),
-    ]
-    result = run_block(blocks[0], tmp_path)
+    doc.write_text("text\n<!-- runnable -->\n```bash\necho one \\\n  two\n# a comment\n```\n")
+    (block,) = extract_shell_blocks(doc)
+    result = run_block(block, tmp_path)
     assert result.returncode == 0 and result.stdout == "one two\n"
-
-    for text, message in [
-        ("<!-- runnable -->\nplain text\n", "must be followed"),
-        ("<!-- runnable -->\n```python\nx = 1\n```\n", "must be followed"),
-        ("<!-- runnable: sometimes -->\n```bash\nls\n```\n", "unknown marker"),
-        ("<!-- runnable -->\n```bash\nls\n", "no closing"),
-        ("<!-- runnable -->\n```bash\n# only a comment\n```\n", "no command"),
-    ]:
-        doc.write_text(text)
-        with pytest.raises(MarkerError, match=message) as info:
-            extract_blocks(doc)
-        assert f"{doc}:1" in str(info.value)
-
     # A failing command fails the block (set -e), not only the last line's status.
-    failing = Block(doc, 1, "fast", "false\necho after\n")
+    failing = DocBlock(doc, 1, "fast", "false\necho after\n")
     assert run_block(failing, tmp_path / "x").returncode != 0
 
 

@@ -13,77 +13,10 @@ a ```python one. docs/notebooks has its own test (tests/test_docs_commands.py).
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-MARKER = re.compile(r"^<!--\s*python:\s*(?P<kind>[a-z-]+)\s*(?:\((?P<reason>[^)]*)\))?\s*-->$")
-FENCE = re.compile(r"^```(?P<lang>[A-Za-z0-9_-]*)\s*$")
-KINDS = ("not-run", "slow")
-
-
-@dataclass(frozen=True)
-class PythonBlock:
-    path: Path
-    line: int  # 1-based line of the opening fence
-    kind: str  # "run", "slow" or "not-run"
-    source: str
-
-    @property
-    def id(self) -> str:
-        return f"{self.path.relative_to(REPO_ROOT)}:{self.line}"
-
-
-class MarkerError(ValueError):
-    pass
-
-
-def extract_python_blocks(path: Path) -> list[PythonBlock]:
-    """The ```python blocks of one Markdown file with their markers; a marker that is not
-    followed by a ```python fence, of an unknown kind, or a not-run without its reason is a
-    ``MarkerError`` naming the file and line."""
-    lines = path.read_text().splitlines()
-    blocks: list[PythonBlock] = []
-    marker: tuple[int, str] | None = None
-    i = 0
-    while i < len(lines):
-        text = lines[i].strip()
-        match = MARKER.match(text)
-        if match:
-            where = f"{path}:{i + 1}"
-            kind, reason = match.group("kind"), (match.group("reason") or "").strip()
-            if kind not in KINDS:
-                raise MarkerError(f"{where}: unknown marker 'python: {kind}'; use {KINDS}.")
-            if kind == "not-run" and not reason:
-                raise MarkerError(
-                    f"{where}: a not-run block says why: <!-- python: not-run (reason) -->."
-                )
-            marker = (i + 1, kind)
-            i += 1
-            continue
-        fence = FENCE.match(text)
-        if fence is None:
-            if marker is not None and text:
-                raise MarkerError(f"{path}:{marker[0]}: the marker is not followed by ```python.")
-            i += 1
-            continue
-        j = i + 1
-        while j < len(lines) and not FENCE.match(lines[j].strip()):
-            j += 1
-        if j == len(lines):
-            raise MarkerError(f"{path}:{i + 1}: the block has no closing ```.")
-        if fence.group("lang") == "python":
-            kind = marker[1] if marker else "run"
-            source = "\n".join(lines[i + 1 : j]) + "\n"
-            blocks.append(PythonBlock(path, i + 1, kind, source))
-        elif marker is not None:
-            raise MarkerError(f"{path}:{marker[0]}: the marker is not followed by ```python.")
-        marker = None
-        i = j + 1
-    return blocks
+from markdown_blocks import REPO_ROOT, extract_python_blocks
 
 
 def documentation_pages() -> list[Path]:
@@ -116,7 +49,7 @@ def run_page(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dic
         if block.kind == "not-run":
             continue
         # Blank lines up to the fence keep the traceback's line numbers those of the page.
-        code = compile("\n" * block.line + block.source, str(block.path), "exec")
+        code = compile("\n" * block.line + block.code, str(block.path), "exec")
         exec(code, namespace)
     return namespace
 
@@ -137,33 +70,7 @@ def test_the_docs_python_blocks_run_unless_marked_with_a_reason():
     not_run = [b for b in blocks if b.kind == "not-run"]
     # A marker typo must not turn the check off: most blocks run, the illustrations are few.
     assert len(runnable) >= 8 and len(not_run) <= len(runnable)
-    assert all(not b.source.lstrip().startswith(">>>") for b in blocks), "use ```pycon"
-
-
-def test_marker_parsing(tmp_path: Path) -> None:
-    doc = tmp_path / "doc.md"
-    doc.write_text(
-        "text\n```python\nx = 1\n```\n"
-        "<!-- python: not-run (needs COCO's val json) -->\n```python\nload('x')\n```\n"
-        "```bash\nls\n```\n<!-- python: slow -->\n\n```python\ntrain()\n```\n"
-    )
-    assert [(b.line, b.kind, b.source) for b in extract_python_blocks(doc)] == [
-        (2, "run", "x = 1\n"),
-        (6, "not-run", "load('x')\n"),
-        (14, "slow", "train()\n"),
-    ]
-    for text, message in [
-        ("<!-- python: not-run -->\n```python\nx = 1\n```\n", "says why"),
-        ("<!-- python: not-run () -->\n```python\nx = 1\n```\n", "says why"),
-        ("<!-- python: sometimes -->\n```python\nx = 1\n```\n", "unknown marker"),
-        ("<!-- python: slow -->\n```bash\nls\n```\n", "not followed by ```python"),
-        ("<!-- python: slow -->\nsome text\n", "not followed by ```python"),
-        ("```python\nx = 1\n", "no closing"),
-    ]:
-        doc.write_text(text)
-        with pytest.raises(MarkerError, match=message) as info:
-            extract_python_blocks(doc)
-        assert f"{doc}:1" in str(info.value)
+    assert all(not b.code.lstrip().startswith(">>>") for b in blocks), "use ```pycon"
 
 
 def test_a_failing_block_names_its_page_and_line(tmp_path, monkeypatch):

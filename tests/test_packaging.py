@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 import zipfile
 from pathlib import Path
 
 import pytest
 import tomllib
+from helpers import run_python
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,26 +33,16 @@ def test_every_package_directory_is_listed_in_pyproject():
     assert found - listed == set(), "add these packages to [tool.setuptools] packages"
 
 
+def _pip(*args: str) -> None:
+    """``python -m pip *args -q`` with the interpreter running the tests; pip's own message is
+    the failure's."""
+    done = run_python(["-m", "pip", *args, "-q"])
+    assert done.returncode == 0, done.stderr
+
+
 def test_wheel_installs_and_composes_outside_the_checkout(tmp_path, monkeypatch):
     dist = tmp_path / "dist"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "-q",
-            "-w",
-            str(dist),
-            str(REPO),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    _pip("wheel", "--no-deps", "--no-build-isolation", "-w", str(dist), str(REPO))
     (wheel,) = dist.glob("lazydet-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "lazydet/conf/optimizer/sgd.py" in names
@@ -62,23 +51,7 @@ def test_wheel_installs_and_composes_outside_the_checkout(tmp_path, monkeypatch)
     assert not any(n.startswith(("conf/", "kernels/", "tests/")) for n in names)
 
     site = tmp_path / "site"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--no-deps",
-            "-q",
-            "--target",
-            str(site),
-            str(wheel),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    _pip("install", "--no-deps", "--target", str(site), str(wheel))
     user_conf = tmp_path / "user_conf"
     user_conf.mkdir()
     (user_conf / "tiny.py").write_text(
@@ -103,14 +76,7 @@ def test_wheel_installs_and_composes_outside_the_checkout(tmp_path, monkeypatch)
     """)
     env = dict(os.environ, PYTHONPATH=str(site), LAZYDET_CONFIG_PATH=str(user_conf))
     # Run from an empty folder so that the checkout cannot be imported by accident.
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_python(["-c", script], cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["lazydet"].startswith(str(site)) and report["conf"].startswith(str(site))

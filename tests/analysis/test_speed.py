@@ -46,24 +46,15 @@ def test_train_step_updates_weights_and_bad_counts_are_refused():
     model = _Counting()
     before = model.linear.weight.detach().clone()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    benchmark_steps(
-        train_step(model, optimizer),
-        _loader(1, 2),
-        mode="train",
-        device=torch.device("cpu"),
-        warmup=0,
-        iters=1,
-        runs=1,
-    )
+
+    def benchmark(**counts):
+        step, loader = train_step(model, optimizer), _loader(1, 2)
+        return benchmark_steps(step, loader, mode="train", device=torch.device("cpu"), **counts)
+
+    benchmark(warmup=0, iters=1, runs=1)
     assert model.calls == 1 and not torch.equal(before, model.linear.weight)
     with pytest.raises(ValueError, match="iters=0"):
-        benchmark_steps(
-            train_step(model, optimizer),
-            _loader(1, 2),
-            mode="train",
-            device=torch.device("cpu"),
-            iters=0,
-        )
+        benchmark(iters=0)
 
 
 def test_benchmark_config_times_a_real_experiment():

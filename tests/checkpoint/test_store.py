@@ -1,15 +1,15 @@
 """lazydet's own checkpoints: atomic save, safe load, metadata a predictor can be built from.
 
 References: round trips (every tensor equal, the rebuilt config instantiating a model that takes
-the saved weights completely), files damaged the ways real files are (cut short, a directory, a
-text file, a bare state dict), and a save interrupted mid-write (the previous file must survive).
+the saved weights completely), a FIFO where a file belongs, and a save interrupted mid-write (the
+previous file must survive). Files damaged the ways real files are:
+tests/checkpoint/test_broken_files.py.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-import zipfile
 from importlib import metadata as package_metadata
 from pathlib import Path
 
@@ -265,47 +265,7 @@ def test_two_writers_at_once_leave_a_complete_file(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# load_checkpoint / read_metadata on bad files
-
-
-def test_load_errors_name_the_file_and_the_problem(tmp_path: Path) -> None:
-    save_checkpoint(tmp_path / "good.pth", {"model": {"w": torch.randn(100, 100)}})
-    data = (tmp_path / "good.pth").read_bytes()
-    (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
-    with zipfile.ZipFile(tmp_path / "good.pth") as archive:  # flip bytes of the tensor data
-        member = next(m for m in archive.infolist() if m.filename.endswith("data/0"))
-    start = data.index(b"data/0", member.header_offset) + len(b"data/0") + 100
-    (tmp_path / "damaged.pth").write_bytes(data[:start] + b"\xff" * 8 + data[start + 8 :])
-    (tmp_path / "notes.txt").write_text("weights are elsewhere\n")
-    (tmp_path / "empty.pth").write_bytes(b"")
-    torch.save({"w": torch.zeros(2)}, tmp_path / "bare.pth")
-    with zipfile.ZipFile(tmp_path / "archive.zip", "w") as archive:
-        archive.writestr("readme.txt", "hello")
-    (tmp_path / "folder.pth").mkdir()
-
-    with pytest.raises(FileNotFoundError, match=r"absent\.pth does not exist"):
-        load_checkpoint(tmp_path / "absent.pth")
-    with pytest.raises(IsADirectoryError, match=r"folder\.pth is a directory"):
-        load_checkpoint(tmp_path / "folder.pth")
-    with pytest.raises(CheckpointError, match=r"cut\.pth is truncated or corrupt"):
-        load_checkpoint(tmp_path / "cut.pth")
-    with pytest.raises(
-        CheckpointError, match=r"damaged\.pth is truncated or corrupt.*data/0 fails its CRC"
-    ):
-        load_checkpoint(tmp_path / "damaged.pth")
-    with pytest.raises(CheckpointError, match=r"empty\.pth is empty"):
-        load_checkpoint(tmp_path / "empty.pth")
-    with pytest.raises(CheckpointError, match=r"notes\.txt is not a checkpoint"):
-        load_checkpoint(tmp_path / "notes.txt")
-    with pytest.raises(CheckpointError, match=r"archive\.zip is not a checkpoint.*data\.pkl"):
-        load_checkpoint(tmp_path / "archive.zip")
-    with pytest.raises(CheckpointError, match=r"bare\.pth is not a checkpoint.*load_weights"):
-        load_checkpoint(tmp_path / "bare.pth")
-    with pytest.raises(CheckpointError, match=r"bare\.pth carries no lazydet metadata"):
-        read_metadata(tmp_path / "bare.pth")
-    with pytest.raises(CheckpointError, match=r"cut\.pth is truncated or corrupt"):
-        read_metadata(tmp_path / "cut.pth")
-    assert load_checkpoint(tmp_path / "good.pth")["model"]["w"].shape == (100, 100)
+# load_checkpoint on bad files (the rest: tests/checkpoint/test_broken_files.py)
 
 
 def test_a_fifo_does_not_block(tmp_path: Path) -> None:

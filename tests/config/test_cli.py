@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import run_python
 from omegaconf import OmegaConf
 
 from lazydet.config import instantiate, load
@@ -18,15 +19,8 @@ from lazydet.config import instantiate, load
 def run_train(
     args: list[str], cwd: Path, fixture_conf: Path, timeout: float = 120
 ) -> subprocess.CompletedProcess:
-    env = dict(os.environ)  # fixture_conf already set LAZYDET_CONFIG_PATH and PYTHONPATH
-    return subprocess.run(
-        [sys.executable, "-m", "lazydet.train", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    # fixture_conf already set LAZYDET_CONFIG_PATH and PYTHONPATH in this process's environment.
+    return run_python(["-m", "lazydet.train", *args], cwd=cwd, timeout=timeout)
 
 
 def test_help_lists_experiments_and_groups_without_conf(fixture_conf, tmp_path):
@@ -192,14 +186,8 @@ def test_missing_dataset_files_end_the_run_with_one_message(tmp_path, monkeypatc
     # lazydet's own mask_rcnn_fpn with its default dataset=coco2017, and no COCO files.
     env = {k: v for k, v in os.environ.items() if k != "LAZYDET_CONFIG_PATH"}
     env["LAZYDET_DATASETS"] = str(tmp_path / "datasets")
-    result = subprocess.run(
-        [sys.executable, "-m", "lazydet.train", "conf=mask_rcnn_fpn", "model.backbone=resnet18"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    command = ["-m", "lazydet.train", "conf=mask_rcnn_fpn", "model.backbone=resnet18"]
+    result = run_python(command, cwd=tmp_path, env=env)
     assert result.returncode == 1
     assert "lazydet.train: Building 'dataloader.train'" in result.stderr
     assert (

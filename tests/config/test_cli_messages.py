@@ -4,14 +4,12 @@ line gets one message naming the lazydet way, exit 2, and nothing written."""
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import run_python
 from PIL import Image
 
 from lazydet.config import ConfigError, apply_overrides, compose
@@ -56,14 +54,7 @@ def test_schedule_max_iter_is_checked_while_vetting():
 def test_a_type_error_exits_2_before_anything_is_written(fixture_conf, tmp_path):
     # Before: the value reached the run, which wrote outputs/ (config, logs) and then failed or,
     # for a model-only experiment like toy, went through with a string where a number belongs.
-    done = subprocess.run(
-        [sys.executable, "-m", "lazydet.train", "conf=toy", "train.max_iter=ten"],
-        cwd=tmp_path,
-        env=dict(os.environ),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_python(["-m", "lazydet.train", "conf=toy", "train.max_iter=ten"], cwd=tmp_path)
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith("lazydet.train: Override 'train.max_iter=ten'")
     assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
@@ -235,14 +226,7 @@ def test_the_validation_grid_says_so_and_names_the_predict_command(images, tmp_p
 def test_a_run_has_one_log_file_with_every_console_line(fixture_conf, tmp_path):
     # Before: Hydra's train.log and lazydet's log.txt held the same lines (and the first ones,
     # "Config saved to ...", reached train.log only).
-    done = subprocess.run(
-        [sys.executable, "-m", "lazydet.train", "conf=toy", "hydra.run.dir=run"],
-        cwd=tmp_path,
-        env=dict(os.environ),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_python(["-m", "lazydet.train", "conf=toy", "hydra.run.dir=run"], cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     run_dir = tmp_path / "run"
     assert sorted(p.name for p in run_dir.glob("*.log")) == []

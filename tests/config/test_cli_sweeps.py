@@ -5,23 +5,17 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import run_python
 
 from lazydet.config import ConfigError, compose, load
 
 
 def run_train(args: list[str], cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "lazydet.train", *args],
-        cwd=cwd,
-        env=dict(os.environ),  # fixture_conf set LAZYDET_CONFIG_PATH and PYTHONPATH
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    # fixture_conf set LAZYDET_CONFIG_PATH and PYTHONPATH in this process's environment.
+    return run_python(["-m", "lazydet.train", *args], cwd=cwd, timeout=timeout)
 
 
 def _jobs(root: Path) -> list[Path]:
@@ -168,13 +162,6 @@ def test_a_typo_in_a_literal_option_is_reported_before_torch_is_imported(tmp_pat
         "try:\n    main(['conf=mask_rcnn_fpn', 'optimizer.lrr=0.1'])\n"
         "except SystemExit as e:\n    print(e.code, 'torch' in sys.modules)\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_python(["-c", code], cwd=tmp_path, env=env, timeout=120)
     assert result.stdout.split() == ["2", "False"], result.stderr
     assert "sets no 'lrr'. Did you mean 'lr'?" in result.stderr

@@ -48,26 +48,28 @@ def test_parent_filling_an_owned_slot_is_an_error_not_a_merge(fixture_conf):
 def test_value_overrides_are_checked_against_signatures(fixture_conf):
     cfg = compose("toy", ["optimizer.lr=0.02", "+optimizer.dampening=0.1", "~train.seed"])
     assert cfg.optimizer.lr == 0.02 and cfg.optimizer.dampening == 0.1 and "seed" not in cfg.train
-    with pytest.raises(
-        ConfigError, match=r"torch.optim.SGD has no argument 'lrr'. Did you mean 'lr'\?"
-    ):
-        compose("toy", ["optimizer.lrr=0.1"])
-    with pytest.raises(
-        ConfigError,
-        match=r"'dampening' is an argument of torch.optim.SGD .* write \+optimizer.dampening=",
-    ):
-        compose("toy", ["optimizer.dampening=0.1"])
-    with pytest.raises(ConfigError, match=r"argument 'lr' of torch.optim.SGD got 'fast'"):
-        compose("toy", ["optimizer.lr=fast"])
-    with pytest.raises(ConfigError, match=r"'model.num_classes' is already set; drop the '\+'"):
-        compose("toy", ["+model.num_classes=4"])
-    with pytest.raises(
-        ConfigError,
-        match=r"'train' has no key 'max_itr'|'train.max_itr' is not in the config. Did you mean 'max_iter'",
-    ):
-        compose("toy", ["train.max_itr=3"])
-    with pytest.raises(ConfigError, match=r"'the config' has no key 'modle'. Did you mean 'model'"):
-        compose("toy", ["modle.num_classes=3"])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optimizer.lrr=0.1", r"torch.optim.SGD has no argument 'lrr'. Did you mean 'lr'\?"),
+        (
+            "optimizer.dampening=0.1",
+            r"'dampening' is an argument of torch.optim.SGD .* write \+optimizer.dampening=",
+        ),
+        ("optimizer.lr=fast", r"argument 'lr' of torch.optim.SGD got 'fast'"),
+        ("+model.num_classes=4", r"'model.num_classes' is already set; drop the '\+'"),
+        (
+            "train.max_itr=3",
+            r"'train' has no key 'max_itr'|'train.max_itr' is not in the config. Did you mean 'max_iter'",
+        ),
+        ("modle.num_classes=3", r"'the config' has no key 'modle'. Did you mean 'model'"),
+    ],
+)
+def test_a_bad_value_override_is_one_error_naming_it(fixture_conf, override, message):
+    with pytest.raises(ConfigError, match=message):
+        compose("toy", [override])
 
 
 def test_unknown_group_option_and_unknown_experiment(fixture_conf):

@@ -9,12 +9,11 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import run_python
 
 from lazydet.config import ConfigError, L, compose, resolve
 from lazydet.data import DatasetCatalog, MetadataCatalog, register_coco
@@ -160,34 +159,22 @@ def test_train_and_evaluate_a_coco_json(person: Path, tmp_path: Path) -> None:
     ]
     run_dir = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    command = [sys.executable, "-m", "lazydet.train", "conf=mask_rcnn_fpn"]
-    done = subprocess.run(
-        [*command, *_overrides(train, test, person), *small, f"hydra.run.dir={run_dir}"],
-        capture_output=True,
-        text=True,
-        env=env,
+    experiment = ["conf=mask_rcnn_fpn", *_overrides(train, test, person), *small]
+    done = run_python(
+        ["-m", "lazydet.train", *experiment, f"hydra.run.dir={run_dir}"],
         cwd=tmp_path,
+        env=env,
         timeout=900,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "bbox/AP:" in done.stdout and "segm/AP:" in done.stdout
     checkpoint = torch.load(run_dir / "model_final.pth", map_location="cpu", weights_only=False)
     assert checkpoint["metadata"]["class_names"] == ["person"]
-    evaluated = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lazydet.evaluate",
-            "conf=mask_rcnn_fpn",
-            *_overrides(train, test, person),
-            *small,
-            f"train.init_checkpoint={run_dir / 'model_final.pth'}",
-            f"output={tmp_path / 'eval'}",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
+    checkpoint_override = f"train.init_checkpoint={run_dir / 'model_final.pth'}"
+    evaluated = run_python(
+        ["-m", "lazydet.evaluate", *experiment, checkpoint_override, f"output={tmp_path / 'eval'}"],
         cwd=tmp_path,
+        env=env,
         timeout=900,
     )
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]

@@ -6,10 +6,9 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
-import sys
 from pathlib import Path
 
+from helpers import run_python
 from PIL import Image
 
 from lazydet.evaluation import coco_evaluate
@@ -19,21 +18,8 @@ def test_quickstart_ends_with_ap_that_coco_evaluate_confirms_and_a_picture(tmp_p
     run_dir = tmp_path / "run"
     env = {**os.environ, "LAZYDET_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
     env.pop("LAZYDET_CONFIG_PATH", None)
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lazydet.train",
-            "conf=quickstart",
-            f"hydra.run.dir={run_dir}",
-            "schedule.max_iter=2",
-            "train.log_period=1",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    command = ["-m", "lazydet.train", "conf=quickstart", f"hydra.run.dir={run_dir}"]
+    done = run_python([*command, "schedule.max_iter=2", "train.log_period=1"], env=env, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "segm/AP:" in done.stdout and "val_predictions.png" in done.stdout
 

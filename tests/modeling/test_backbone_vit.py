@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+from helpers import tiny_vit
 from torch import Tensor
 from torchvision.models.vision_transformer import EncoderBlock
 
@@ -150,24 +151,9 @@ def test_window_partition_round_trip_with_padding() -> None:
     torch.testing.assert_close(window_unpartition(windows, 3, padded, (5, 7)), x)
 
 
-def _tiny_vit(**overrides) -> ViT:
-    settings = dict(
-        img_size=64,
-        patch_size=16,
-        embed_dim=64,
-        depth=2,
-        num_heads=4,
-        use_rel_pos=True,
-        window_size=2,
-        window_block_indexes=(0,),
-        pretrain_img_size=64,
-    )
-    return ViT(**{**settings, **overrides})
-
-
 def test_patch_embedding_and_absolute_positions_hand_computed() -> None:
     torch.manual_seed(4)
-    vit = _tiny_vit(depth=0, window_block_indexes=()).eval()
+    vit = tiny_vit(depth=0, window_block_indexes=()).eval()
     images = torch.randn(1, 3, 64, 64)
     conv = vit.patch_embed.proj
     # pos_embed = [class slot, 16 grid positions row-major]; the class slot is dropped.
@@ -180,7 +166,7 @@ def test_patch_embedding_and_absolute_positions_hand_computed() -> None:
 
 def test_absolute_positions_are_resized_bicubically() -> None:
     torch.manual_seed(7)
-    vit = _tiny_vit(depth=0, window_block_indexes=()).eval()
+    vit = tiny_vit(depth=0, window_block_indexes=()).eval()
     images = torch.randn(1, 3, 96, 160)  # token grid 6x10 instead of the pre-training 4x4
     conv = vit.patch_embed.proj
     grid = vit.pos_embed[0, 1:].detach().reshape(1, 4, 4, 64).permute(0, 3, 1, 2)
@@ -236,7 +222,7 @@ def test_relative_position_tables_are_resized_linearly() -> None:
 
 def test_vit_output_contract_with_resized_relative_positions() -> None:
     torch.manual_seed(5)
-    vit = _tiny_vit().eval()
+    vit = tiny_vit().eval()
     # img_size=64 sized the global block's tables for a 4x4 grid; a 128x192 input has 8x12.
     images = torch.randn(2, 3, 128, 192)
     with torch.no_grad():
@@ -249,8 +235,8 @@ def test_vit_output_contract_with_resized_relative_positions() -> None:
 
 def test_drop_path_is_identity_in_eval_and_active_in_training() -> None:
     torch.manual_seed(6)
-    with_drop = _tiny_vit(drop_path_rate=0.9)
-    without_drop = _tiny_vit(drop_path_rate=0.0)
+    with_drop = tiny_vit(drop_path_rate=0.9)
+    without_drop = tiny_vit(drop_path_rate=0.0)
     without_drop.load_state_dict(with_drop.state_dict())
     images = torch.randn(8, 3, 64, 64)
     with torch.no_grad():
@@ -320,9 +306,9 @@ def test_vit_l_sizes() -> None:
 )
 def test_bad_arguments_raise_clear_errors(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        _tiny_vit(**kwargs)
+        tiny_vit(**kwargs)
 
 
 def test_input_not_multiple_of_patch_size_raises() -> None:
     with pytest.raises(ValueError, match="size_divisibility"):
-        _tiny_vit()(torch.zeros(1, 3, 64, 70))
+        tiny_vit()(torch.zeros(1, 3, 64, 70))

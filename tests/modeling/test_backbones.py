@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import pytest
 import torch
+from helpers import tiny_vit
 
 from lazydet.layers import ShapeSpec
 from lazydet.modeling.backbone import (
@@ -16,7 +17,6 @@ from lazydet.modeling.backbone import (
     LastLevelMaxPool,
     ResNet,
     SimpleFeaturePyramid,
-    ViT,
 )
 
 CONTRACT = {f"p{k}": ShapeSpec(channels=256, stride=2**k) for k in range(2, 7)}
@@ -27,16 +27,7 @@ def _resnet_fpn(depth: int) -> Callable[[], Backbone]:
 
 
 def _tiny_vit_sfp() -> Backbone:
-    vit = ViT(
-        img_size=128,
-        embed_dim=64,
-        depth=2,
-        num_heads=4,
-        use_rel_pos=True,
-        window_size=4,
-        window_block_indexes=(0,),
-        pretrain_img_size=64,
-    )
+    vit = tiny_vit(img_size=128, window_size=4)
     return SimpleFeaturePyramid(net=vit, top_block=LastLevelMaxPool())
 
 

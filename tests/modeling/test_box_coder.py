@@ -87,18 +87,12 @@ def test_regression_losses_match_torch_references():
     g = torch.Generator().manual_seed(3)
     anchors, gt = coder_boxes(20, g, torch.float32), coder_boxes(20, g, torch.float32)
     pred = torch.randn(20, 4, generator=g) * 0.1
-    transform = Box2BoxTransform()
-    l1 = box_regression_loss(
-        box2box_transform=transform, anchors=anchors, pred_deltas=pred, gt_boxes=gt
+    inputs = dict(
+        box2box_transform=Box2BoxTransform(), anchors=anchors, pred_deltas=pred, gt_boxes=gt
     )
+    l1 = box_regression_loss(**inputs)
     targets = BoxCoder((1.0, 1.0, 1.0, 1.0)).encode_single(gt, anchors)
     torch.testing.assert_close(l1, (pred - targets).abs().sum())
-    giou = box_regression_loss(
-        box2box_transform=transform,
-        anchors=anchors,
-        pred_deltas=pred,
-        gt_boxes=gt,
-        loss_type="giou",
-    )
+    giou = box_regression_loss(**inputs, loss_type="giou")
     decoded = BoxCoder((1.0, 1.0, 1.0, 1.0)).decode_single(pred, anchors)
     torch.testing.assert_close(giou, generalized_box_iou_loss(decoded, gt, reduction="sum"))

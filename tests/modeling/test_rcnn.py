@@ -8,6 +8,7 @@ import functools
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import losses_before_and_after_steps
 from torch import nn
 
 from lazydet.config import L, instantiate
@@ -153,7 +154,7 @@ def test_training_returns_all_losses_and_steps_reduce_them() -> None:
         return model(batch)
 
     model.train()
-    before = {k: v.item() for k, v in losses_at(100).items()}
+    before, after = losses_before_and_after_steps(losses_at, optimizer, steps=12)
     assert set(before) == {
         "loss_rpn_cls",
         "loss_rpn_loc",
@@ -162,12 +163,6 @@ def test_training_returns_all_losses_and_steps_reduce_them() -> None:
         "loss_mask",
         "loss_keypoint",
     }
-    for step in range(12):
-        losses = losses_at(step)
-        optimizer.zero_grad()
-        sum(losses.values()).backward()
-        optimizer.step()
-    after = {k: v.item() for k, v in losses_at(100).items()}
     # The box regression loss starts near 0 (only the appended ground-truth boxes are foreground
     # among random proposals) and grows as the RPN improves: test_roi_heads checks it decreases
     # on fixed proposals.

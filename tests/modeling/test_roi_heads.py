@@ -9,7 +9,7 @@ from collections import OrderedDict
 
 import pytest
 import torch
-from helpers import random_boxes
+from helpers import losses_before_and_after_steps, random_boxes
 from torchvision.models.detection._utils import BoxCoder
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.keypoint_rcnn import KeypointRCNNHeads, KeypointRCNNPredictor
@@ -608,20 +608,14 @@ def test_training_steps_reduce_every_loss() -> None:
     images = ImageList(torch.zeros(2, 3, IMAGE, IMAGE), IMAGE_SIZES)
     optimizer = torch.optim.Adam(heads.parameters(), lr=1e-2)
 
-    def losses_at(seed: int) -> dict[str, float]:
+    def losses_at(seed: int) -> dict[str, torch.Tensor]:
         torch.manual_seed(seed)  # the same sampled ROIs each time
         _, losses = heads(images, features, proposals, targets)
         return losses
 
     heads.train()
-    before = {k: v.item() for k, v in losses_at(100).items()}
+    before, after = losses_before_and_after_steps(losses_at, optimizer, steps=15)
     assert set(before) == {"loss_cls", "loss_box_reg", "loss_mask", "loss_keypoint"}
-    for step in range(15):
-        losses = losses_at(step)
-        optimizer.zero_grad()
-        sum(losses.values()).backward()
-        optimizer.step()
-    after = {k: v.item() for k, v in losses_at(100).items()}
     for name in before:
         assert after[name] < 0.9 * before[name], (name, before[name], after[name])
 

@@ -42,6 +42,16 @@ def _scores(num_boxes: int, seed: int) -> torch.Tensor:
     return torch.rand(num_boxes, generator=torch.Generator().manual_seed(seed + 1000))
 
 
+def _with_references(num_boxes: int, *, seed: int, num_classes: int) -> tuple[torch.Tensor, ...]:
+    """Clustered boxes, their scores and class ids, and torchvision's keep lists at IoU 0.5:
+    ``(boxes, scores, idxs, nms keep, batched_nms keep)``, all on the CPU."""
+    boxes, scores = _clustered_boxes(num_boxes, seed), _scores(num_boxes, seed)
+    generator = torch.Generator().manual_seed(seed)
+    idxs = torch.randint(0, num_classes, (num_boxes,), generator=generator)
+    full = torchvision.ops.nms(boxes, scores, 0.5)
+    return boxes, scores, idxs, full, torchvision.ops.batched_nms(boxes, scores, idxs, 0.5)
+
+
 def _per_class_reference(boxes, scores, idxs, threshold):
     """torchvision.ops.nms per class, merged by decreasing score with ties in input order."""
     kept = [
@@ -230,10 +240,7 @@ def test_single_box(device, name):
 
 @pytest.mark.parametrize("name", BACKENDS)
 def test_max_keep_truncates(device, name):
-    boxes, scores = _clustered_boxes(100, 6), _scores(100, 6)
-    idxs = torch.randint(0, 3, (100,), generator=torch.Generator().manual_seed(6))
-    full = torchvision.ops.nms(boxes, scores, 0.5)
-    full_batched = torchvision.ops.batched_nms(boxes, scores, idxs, 0.5)
+    boxes, scores, idxs, full, full_batched = _with_references(100, seed=6, num_classes=3)
     args = (boxes.to(device), scores.to(device))
     for max_keep in (0, 1, 5, full.numel(), full_batched.numel() + 3):
         got = _run(name, nms, *args, 0.5, max_keep=max_keep)
@@ -244,10 +251,7 @@ def test_max_keep_truncates(device, name):
 
 @pytest.mark.parametrize("name", BACKENDS)
 def test_padded_results(device, name):
-    boxes, scores = _clustered_boxes(64, 8), _scores(64, 8)
-    idxs = torch.randint(0, 2, (64,), generator=torch.Generator().manual_seed(8))
-    full = torchvision.ops.nms(boxes, scores, 0.5)
-    full_batched = torchvision.ops.batched_nms(boxes, scores, idxs, 0.5)
+    boxes, scores, idxs, full, full_batched = _with_references(64, seed=8, num_classes=2)
     args = (boxes.to(device), scores.to(device))
     for max_keep in (1, 4, full_batched.numel() + 5):
         for result, reference in (
