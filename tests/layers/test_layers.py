@@ -17,12 +17,19 @@ from lazydet.layers import (
     build_module,
     caffe2_msra_fill,
     caffe2_xavier_fill,
+    check_positive_sizes,
     conv_norm_act,
     conv_norm_act_stack,
     get_norm,
     normal_fill,
 )
 from lazydet.modeling.backbone import ResNet
+from lazydet.modeling.roi_heads import (
+    FastRCNNConvFCHead,
+    FastRCNNOutputLayers,
+    KRCNNConvDeconvUpsampleHead,
+    MaskRCNNConvUpsampleHead,
+)
 
 
 @pytest.mark.parametrize(
@@ -143,3 +150,43 @@ def test_resnet_freezes_batch_norms_given_any_way(norm) -> None:
     assert all(type(m) is FrozenBatchNorm2d and m.eps == eps for m in frozen)
     assert type(model.layer2[0].bn1) is nn.BatchNorm2d and model.layer2[0].bn1.eps == eps
     assert type(model.layer2[0].downsample[1]) is nn.BatchNorm2d
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (
+            lambda: MaskRCNNConvUpsampleHead(in_channels=0, num_classes=3, conv_dims=[8]),
+            "MaskRCNNConvUpsampleHead needs positive in_channels, num_classes and conv_dims, "
+            "got in_channels=0, num_classes=3, conv_dims=(8,).",
+        ),
+        (
+            lambda: KRCNNConvDeconvUpsampleHead(in_channels=8, num_keypoints=17, conv_dims=[8, -1]),
+            "KRCNNConvDeconvUpsampleHead needs positive in_channels, num_keypoints and conv_dims, "
+            "got in_channels=8, num_keypoints=17, conv_dims=(8, -1).",
+        ),
+        (
+            lambda: FastRCNNConvFCHead(
+                in_channels=8, pooler_resolution=7, conv_dims=[], fc_dims=[0]
+            ),
+            "FastRCNNConvFCHead needs positive in_channels, conv_dims and fc_dims, "
+            "got in_channels=8, conv_dims=(), fc_dims=(0,).",
+        ),
+        (
+            lambda: FastRCNNOutputLayers(input_size=16, num_classes=0),
+            "FastRCNNOutputLayers needs positive input_size and num_classes, "
+            "got input_size=16, num_classes=0.",
+        ),
+    ],
+)
+def test_heads_refuse_a_size_that_is_not_positive_naming_every_size(build, message):
+    with pytest.raises(ValueError) as refused:
+        build()
+    assert str(refused.value) == message
+
+
+def test_check_positive_sizes_passes_positive_sizes_and_one_name():
+    check_positive_sizes("Head", in_channels=1, dims=(2, 3))
+    with pytest.raises(ValueError) as refused:
+        check_positive_sizes("Head", dims=(0,))
+    assert str(refused.value) == "Head needs positive dims, got dims=(0,)."

@@ -6,7 +6,13 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from lazydet.layers import NormSpec, caffe2_msra_fill, caffe2_xavier_fill, conv_norm_act_stack
+from lazydet.layers import (
+    NormSpec,
+    caffe2_msra_fill,
+    caffe2_xavier_fill,
+    check_positive_sizes,
+    conv_norm_act_stack,
+)
 
 
 def _pair(size: int | Sequence[int], what: str) -> tuple[int, int]:
@@ -49,11 +55,9 @@ class FastRCNNConvFCHead(nn.Module):
     ) -> None:
         super().__init__()
         height, width = _pair(pooler_resolution, "FastRCNNConvFCHead pooler_resolution")
-        if in_channels <= 0 or any(d <= 0 for d in (*conv_dims, *fc_dims)):
-            raise ValueError(
-                "FastRCNNConvFCHead needs positive in_channels, conv_dims and fc_dims, got "
-                f"in_channels={in_channels}, conv_dims={tuple(conv_dims)}, fc_dims={tuple(fc_dims)}."
-            )
+        check_positive_sizes(
+            "FastRCNNConvFCHead", in_channels=in_channels, conv_dims=conv_dims, fc_dims=fc_dims
+        )
         if not conv_dims and not fc_dims:
             raise ValueError("FastRCNNConvFCHead needs at least one conv or fc layer.")
         # Convs followed by ReLU get He init (fan_out), Detectron2's "MSRA fill".

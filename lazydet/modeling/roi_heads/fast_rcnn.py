@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lazydet.layers import check_positive_sizes
 from lazydet.modeling.box_coder import (
     Box2BoxTransform,
     BoxRegressionLossType,
@@ -67,11 +68,7 @@ class FastRCNNOutputLayers(nn.Module):
         loss_weights: Mapping[str, float] | None = None,
     ) -> None:
         super().__init__()
-        if input_size <= 0 or num_classes <= 0:
-            raise ValueError(
-                "FastRCNNOutputLayers needs positive input_size and num_classes, got "
-                f"input_size={input_size}, num_classes={num_classes}."
-            )
+        check_positive_sizes("FastRCNNOutputLayers", input_size=input_size, num_classes=num_classes)
         check_box_reg_loss_type(box_reg_loss_type)
         self.loss_weights = loss_weights_with_defaults(
             "FastRCNNOutputLayers", loss_weights, ("loss_cls", "loss_box_reg")

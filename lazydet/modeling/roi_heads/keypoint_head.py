@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lazydet.layers import caffe2_msra_fill, conv_norm_act_stack
+from lazydet.layers import caffe2_msra_fill, check_positive_sizes, conv_norm_act_stack
 from lazydet.modeling.roi_heads.loss_inputs import check_roi_loss_inputs
 from lazydet.structures import Instances, Keypoints
 
@@ -52,12 +52,12 @@ class KRCNNConvDeconvUpsampleHead(nn.Module):
         score_type: KeypointScoreType = "logit",
     ) -> None:
         super().__init__()
-        if in_channels <= 0 or num_keypoints <= 0 or any(d <= 0 for d in conv_dims):
-            raise ValueError(
-                "KRCNNConvDeconvUpsampleHead needs positive in_channels, num_keypoints and "
-                f"conv_dims, got in_channels={in_channels}, num_keypoints={num_keypoints}, "
-                f"conv_dims={tuple(conv_dims)}."
-            )
+        check_positive_sizes(
+            "KRCNNConvDeconvUpsampleHead",
+            in_channels=in_channels,
+            num_keypoints=num_keypoints,
+            conv_dims=conv_dims,
+        )
         if score_type not in ("logit", "probability"):
             raise ValueError(f"score_type must be 'logit' or 'probability', got {score_type!r}.")
         # He init (fan_out) and zero biases for the convs and the deconv, as Detectron2.
@@ -112,14 +112,9 @@ def keypoint_rcnn_loss(
         A scalar (0, still connected to the graph, when no keypoint is valid).
     """
     num_rois, num_keypoints, height, width = heatmap_logits.shape
+    names = ("heatmap_logits", "S", "gt_keypoints")
     check_roi_loss_inputs(
-        heatmap_logits,
-        proposals,
-        gt_keypoints,
-        loss="keypoint_rcnn_loss",
-        logits_name="heatmap_logits",
-        side_name="S",
-        ground_truth_name="gt_keypoints",
+        heatmap_logits, proposals, gt_keypoints, loss="keypoint_rcnn_loss", names=names
     )
     targets, valids = [], []
     for image_proposals, image_keypoints in zip(proposals, gt_keypoints):

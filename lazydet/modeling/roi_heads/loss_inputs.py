@@ -16,9 +16,7 @@ def check_roi_loss_inputs(
     ground_truth: Sized,
     *,
     loss: str,
-    logits_name: str,
-    side_name: str,
-    ground_truth_name: str,
+    names: tuple[str, str, str],
 ) -> None:
     """Raise one ``ValueError`` naming the argument at fault.
 
@@ -27,9 +25,10 @@ def check_roi_loss_inputs(
         proposals: the per-image proposals.
         ground_truth: the per-image ground truth, as many as ``proposals``.
         loss: the loss's name, for the message (``"mask_rcnn_loss"``).
-        logits_name, side_name, ground_truth_name: the argument names and the side's letter the
-            loss's docstring uses (``"mask_logits"``, ``"M"``, ``"gt_masks"``).
+        names: ``(logits name, side letter, ground-truth name)`` as the loss's docstring writes
+            them (``("mask_logits", "M", "gt_masks")``).
     """
+    logits_name, side_name, ground_truth_name = names
     height, width = logits.shape[-2:]
     if height != width:
         raise ValueError(

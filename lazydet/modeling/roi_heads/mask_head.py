@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lazydet.layers import NormSpec, caffe2_msra_fill, conv_norm_act_stack
+from lazydet.layers import NormSpec, caffe2_msra_fill, check_positive_sizes, conv_norm_act_stack
 from lazydet.modeling.roi_heads.loss_inputs import check_roi_loss_inputs
 from lazydet.ops import roi_align
 from lazydet.structures import BitMasks, Instances, PolygonMasks
@@ -57,12 +57,12 @@ class MaskRCNNConvUpsampleHead(nn.Module):
         binarize_targets: bool = True,
     ) -> None:
         super().__init__()
-        if in_channels <= 0 or num_classes <= 0 or any(d <= 0 for d in conv_dims):
-            raise ValueError(
-                "MaskRCNNConvUpsampleHead needs positive in_channels, num_classes and conv_dims, "
-                f"got in_channels={in_channels}, num_classes={num_classes}, "
-                f"conv_dims={tuple(conv_dims)}."
-            )
+        check_positive_sizes(
+            "MaskRCNNConvUpsampleHead",
+            in_channels=in_channels,
+            num_classes=num_classes,
+            conv_dims=conv_dims,
+        )
         # Convs and deconv are followed by ReLU: He init (fan_out), Detectron2's "MSRA fill".
         owner = "MaskRCNNConvUpsampleHead norm"
         self.convs = conv_norm_act_stack(
@@ -170,15 +170,8 @@ def mask_rcnn_loss(
         ``R == 0``).
     """
     num_rois, channels, height, _ = mask_logits.shape
-    check_roi_loss_inputs(
-        mask_logits,
-        proposals,
-        gt_masks,
-        loss="mask_rcnn_loss",
-        logits_name="mask_logits",
-        side_name="M",
-        ground_truth_name="gt_masks",
-    )
+    names = ("mask_logits", "M", "gt_masks")
+    check_roi_loss_inputs(mask_logits, proposals, gt_masks, loss="mask_rcnn_loss", names=names)
     targets, classes = [], []
     for image_proposals, image_masks in zip(proposals, gt_masks):
         if len(image_proposals) == 0:
