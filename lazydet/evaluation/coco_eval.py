@@ -44,12 +44,14 @@ import numpy as np
 
 from lazydet.evaluation import vectorized_cocoeval
 from lazydet.evaluation.coco_input import (
+    RereadResults,
     check_input,
     load_ground_truth,
     load_results,
     num_keypoints,
     orjson,
 )
+from lazydet.evaluation.results_reader import ResultColumns, read_result_columns
 
 IOU_TYPES = ("bbox", "segm", "keypoints")
 ENGINES = ("auto", "vectorized", "hotcoco", "pycocotools")
@@ -372,11 +374,28 @@ def _coco_evaluate(
     verbose,
 ) -> COCOEvalResult:  # fmt: skip
     gt = loaded_gt = load_ground_truth(gt_json)
-    results = loaded_results = load_results(results_json)
+    results = None
+    if (
+        isinstance(results_json, (str, os.PathLike))
+        and engine != "pycocotools"
+        and write_results is None
+    ):
+        # Straight into arrays, skipping the fields the IoU type does not read (None where the
+        # file needs the general reader). pycocotools takes result dicts, and write_results
+        # writes every field: those read the general way.
+        results = read_result_columns(results_json, iou_type)
+    if results is not None:
+        try:
+            checked = check_input(gt, results, iou_type, img_ids)
+        except RereadResults:  # the general reader and check name the entry at fault
+            results = None
+    if results is None:
+        results = load_results(results_json)
+        checked = check_input(gt, results, iou_type, img_ids)
+    loaded_results = results
     if write_results is not None:
         # What was given, as given (not the renumbered copy); only after the check passes.
         given = results
-    checked = check_input(gt, results, iou_type, img_ids)
     gt, results, img_ids, columns = checked.gt, checked.results, checked.img_ids, checked.columns
     sigmas = _oks_sigmas(gt, kpt_oks_sigmas) if iou_type == "keypoints" else None
     inexact = dict(checked.inexact)
@@ -418,6 +437,8 @@ def _coco_evaluate(
             except Exception:  # should its file reader refuse what its dict reader takes
                 if paths == [gt, results]:
                     raise
+                if isinstance(results, ResultColumns):  # result dicts, every field
+                    results = load_results(results_json)
                 evaluator = _run_hotcoco(gt, results, iou_type, sigmas, max_dets, img_ids)
         else:
             evaluator = _run_pycocotools(gt, results, iou_type, sigmas, max_dets, img_ids)
