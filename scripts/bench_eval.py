@@ -107,16 +107,21 @@ def _read_floor(gt, results, iou_type):
 
 
 def _read_floor_from_files(gt_path, results_path, iou_type):
-    """The floor from files: parse both files with orjson (cyclic garbage collection paused, as
-    lazydet does), then read the fields as above."""
+    """The floor from files: parse the ground truth with orjson (cyclic garbage collection
+    paused, as lazydet does) and read the results' ids, scores and boxes / keypoints (segm: the
+    masks' sizes and text) into arrays with msgspec, decoding only those fields (lazydet's
+    reader, ``lazydet.evaluation.results_reader``)."""
     import gc
 
     import orjson
 
+    from lazydet.evaluation.results_reader import read_result_columns
+
     gc.disable()
     try:
         orjson.loads(Path(gt_path).read_bytes())
-        return _read_floor(None, orjson.loads(Path(results_path).read_bytes()), iou_type)
+        if read_result_columns(results_path, iou_type) is None:
+            raise RuntimeError(f"{results_path} is outside the reader's schema")
     finally:
         gc.enable()
 
