@@ -9,8 +9,9 @@ pycocotools' numbers on every input the check lets through:
 
 - ``"vectorized"`` (``lazydet.evaluation.vectorized_cocoeval``): pycocotools' algorithm over all
   images, categories, area ranges and thresholds at once in NumPy, with the same floating-point
-  operations (bit-equal; auto's choice for bbox, and wherever hotcoco is not exact);
-- ``"hotcoco"``: a Rust port of the COCO API (auto's choice for segm and keypoints when installed);
+  operations (bit-equal; auto's choice for bbox and keypoints, and wherever hotcoco is not
+  exact);
+- ``"hotcoco"``: a Rust port of the COCO API (auto's choice for segm when installed);
 - ``"pycocotools"``: the reference itself (a required dependency; never chosen by auto).
 
 ``tests/evaluation/test_coco_eval.py`` holds each to pycocotools to 1e-12 on the official COCO API
@@ -55,10 +56,12 @@ from lazydet.evaluation.results_reader import ResultColumns, read_result_columns
 
 IOU_TYPES = ("bbox", "segm", "keypoints")
 ENGINES = ("auto", "vectorized", "hotcoco", "pycocotools")
-# What engine="auto" runs, per IoU type: the fastest on 5,000 generated images here
-# (scripts/bench_eval.py, docs/evaluation.md). hotcoco gives way to "vectorized" when it is not
-# installed or not exact on the input (CheckedInput.inexact, a non-default max_dets).
-AUTO_ENGINE = {"bbox": "vectorized", "segm": "hotcoco", "keypoints": "hotcoco"}
+# What engine="auto" runs, per IoU type: the fastest as users call it, from files and from
+# memory (scripts/bench_eval.py, docs/evaluation.md; keypoints: the NumPy engine works on the
+# arrays the check read, where hotcoco parses the file again). hotcoco gives way to "vectorized"
+# when it is not installed or not exact on the input (CheckedInput.inexact, a non-default
+# max_dets).
+AUTO_ENGINE = {"bbox": "vectorized", "segm": "hotcoco", "keypoints": "vectorized"}
 
 # The OKS sigmas of COCO's 17 person keypoints (pycocotools' default, from the COCO paper).
 COCO_PERSON_OKS_SIGMAS = np.array(

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import functools
 import itertools
+import mmap
 import os
 from collections.abc import Sequence
 from operator import attrgetter
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,7 +40,9 @@ if msgspec is not None:
     # The schemas: per IoU type only the fields it needs, plus those that decide a detection's
     # area in ``COCO.loadRes`` (the box, else the mask). Unknown fields are skipped unread.
 
-    class _Detection(msgspec.Struct):
+    # gc=False: the records hold no reference cycles, so the cyclic collector need not track
+    # 100k of them (~10% of the decoding time).
+    class _Detection(msgspec.Struct, gc=False):
         image_id: int
         category_id: int
         score: float
@@ -48,7 +50,9 @@ if msgspec is not None:
     class _BoxDetection(_Detection):
         bbox: _Box
 
-    class _RLE(msgspec.Struct):  # a detector's compressed RLE; other masks: the general way
+    class _RLE(
+        msgspec.Struct, gc=False
+    ):  # a detector's compressed RLE; other masks: the general way
         size: tuple[int, int]
         counts: str
 
@@ -124,17 +128,24 @@ def read_result_columns(path: str | os.PathLike, iou_type: str) -> ResultColumns
     if msgspec is None:
         return None
     try:
-        data = Path(path).read_bytes()
-    except OSError:
-        return None  # the general reader names the file and the problem
+        with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            # Decoded from the file's pages as they are: no copy of its 35 MB into a bytes object.
+            return _decode_columns(data, iou_type)
+    except (OSError, ValueError):  # unreadable, a directory, empty (the general reader says so)
+        return None
+
+
+def _decode_columns(data, iou_type: str) -> ResultColumns | None:
+    entries = None
     try:
         entries = _decoder(iou_type).decode(data)
+        return _columns(entries, iou_type)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
-    try:
-        return _columns(entries, iou_type)
-    except (OverflowError, ValueError):  # an id past int64, rows of unequal length
+    except (OverflowError, ValueError):  # an id past int64
         return None
+    finally:
+        del entries  # msgspec.Raw fields are views of the mapped file, which closes next
 
 
 def _floats(rows: list, width: int) -> np.ndarray:
