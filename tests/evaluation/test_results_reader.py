@@ -172,3 +172,13 @@ def test_values_the_check_refuses_are_named_as_before(generated, tmp_path, iou_t
         with pytest.raises(ValueError, match=named) as from_files:
             coco_evaluate(*_write(tmp_path, gt, bad), iou_type, engine=engine, verbose=False)
         assert str(from_files.value) == str(from_memory.value)
+
+
+def test_empty_file_and_folder_are_left_to_the_general_reader(generated, tmp_path):
+    gt, _ = generated["bbox"]
+    empty = tmp_path / "results.json"
+    empty.write_bytes(b"")
+    assert results_reader.read_result_columns(empty, "bbox") is None  # mmap refuses 0 bytes
+    assert results_reader.read_result_columns(tmp_path, "bbox") is None
+    with pytest.raises(ValueError, match="results.json' is not valid JSON"):
+        coco_evaluate(gt, empty, "bbox", verbose=False)
