@@ -17,7 +17,8 @@ detections, with keypoints). Two tables:
 - **from files**, as users call it: every candidate gets the same two paths (ground truth json,
   results json, written once with orjson into a temporary folder) and is timed from them to its
   12 (10) summary numbers, parsing included (each with its own parser: pycocotools and
-  faster-coco-eval the standard library's json, hotcoco its Rust one, lazydet orjson);
+  faster-coco-eval the standard library's json, hotcoco its Rust one, lazydet orjson for the
+  ground truth and msgspec for the results, straight into arrays);
 - **from memory**: every candidate gets the same parsed ground truth dict and results list.
 
 Times are the best of ``--repeat`` rounds that run every candidate in turn (pycocotools: the first
