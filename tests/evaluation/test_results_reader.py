@@ -182,3 +182,19 @@ def test_empty_file_and_folder_are_left_to_the_general_reader(generated, tmp_pat
     assert results_reader.read_result_columns(tmp_path, "bbox") is None
     with pytest.raises(ValueError, match="results.json' is not valid JSON"):
         coco_evaluate(gt, empty, "bbox", verbose=False)
+
+
+@pytest.mark.parametrize("iou_type", ["bbox", "segm", "keypoints"])
+def test_image_subset_and_max_dets_from_files_equal_in_memory(generated, tmp_path, iou_type):
+    gt, dets = generated[iou_type]
+    paths = _write(tmp_path, gt, dets)
+    img_ids = [image["id"] for image in gt["images"]][1::2]
+    max_dets = [20] if iou_type == "keypoints" else [1, 5, 100]
+    for engine in ENGINES:
+        options = dict(engine=engine, img_ids=img_ids, max_dets=max_dets, verbose=False)
+        if engine == "hotcoco" and iou_type != "keypoints":
+            options["max_dets"] = None  # hotcoco's summary differs there (refused by name)
+        in_memory = coco_evaluate(gt, dets, iou_type, **options)
+        from_files = coco_evaluate(*paths, iou_type, **options)
+        assert from_files.stats == in_memory.stats
+        np.testing.assert_array_equal(from_files.precision, in_memory.precision)
