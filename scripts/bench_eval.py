@@ -17,7 +17,8 @@ detections, with keypoints). Two tables:
 - **from files**, as users call it: every candidate gets the same two paths (ground truth json,
   results json, written once with orjson into a temporary folder) and is timed from them to its
   12 (10) summary numbers, parsing included (each with its own parser: pycocotools and
-  faster-coco-eval the standard library's json, hotcoco its Rust one, lazydet orjson);
+  faster-coco-eval the standard library's json, hotcoco its Rust one, lazydet orjson for the
+  ground truth and msgspec for the results, straight into arrays);
 - **from memory**: every candidate gets the same parsed ground truth dict and results list.
 
 Times are the best of ``--repeat`` rounds that run every candidate in turn (pycocotools: the first
@@ -107,16 +108,21 @@ def _read_floor(gt, results, iou_type):
 
 
 def _read_floor_from_files(gt_path, results_path, iou_type):
-    """The floor from files: parse both files with orjson (cyclic garbage collection paused, as
-    lazydet does), then read the fields as above."""
+    """The floor from files: parse the ground truth with orjson (cyclic garbage collection
+    paused, as lazydet does) and read the results' ids, scores and boxes / keypoints (segm: the
+    masks' sizes and text) into arrays with msgspec, decoding only those fields (lazydet's
+    reader, ``lazydet.evaluation.results_reader``)."""
     import gc
 
     import orjson
 
+    from lazydet.evaluation.results_reader import read_result_columns
+
     gc.disable()
     try:
         orjson.loads(Path(gt_path).read_bytes())
-        return _read_floor(None, orjson.loads(Path(results_path).read_bytes()), iou_type)
+        if read_result_columns(results_path, iou_type) is None:
+            raise RuntimeError(f"{results_path} is outside the reader's schema")
     finally:
         gc.enable()
 

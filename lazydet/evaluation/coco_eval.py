@@ -9,8 +9,9 @@ pycocotools' numbers on every input the check lets through:
 
 - ``"vectorized"`` (``lazydet.evaluation.vectorized_cocoeval``): pycocotools' algorithm over all
   images, categories, area ranges and thresholds at once in NumPy, with the same floating-point
-  operations (bit-equal; auto's choice for bbox, and wherever hotcoco is not exact);
-- ``"hotcoco"``: a Rust port of the COCO API (auto's choice for segm and keypoints when installed);
+  operations (bit-equal; auto's choice for bbox and keypoints, and wherever hotcoco is not
+  exact);
+- ``"hotcoco"``: a Rust port of the COCO API (auto's choice for segm when installed);
 - ``"pycocotools"``: the reference itself (a required dependency; never chosen by auto).
 
 ``tests/evaluation/test_coco_eval.py`` holds each to pycocotools to 1e-12 on the official COCO API
@@ -44,19 +45,23 @@ import numpy as np
 
 from lazydet.evaluation import vectorized_cocoeval
 from lazydet.evaluation.coco_input import (
+    RereadResults,
     check_input,
     load_ground_truth,
     load_results,
     num_keypoints,
     orjson,
 )
+from lazydet.evaluation.results_reader import ResultColumns, read_result_columns
 
 IOU_TYPES = ("bbox", "segm", "keypoints")
 ENGINES = ("auto", "vectorized", "hotcoco", "pycocotools")
-# What engine="auto" runs, per IoU type: the fastest on 5,000 generated images here
-# (scripts/bench_eval.py, docs/evaluation.md). hotcoco gives way to "vectorized" when it is not
-# installed or not exact on the input (CheckedInput.inexact, a non-default max_dets).
-AUTO_ENGINE = {"bbox": "vectorized", "segm": "hotcoco", "keypoints": "hotcoco"}
+# What engine="auto" runs, per IoU type: the fastest as users call it, from files and from
+# memory (scripts/bench_eval.py, docs/evaluation.md; keypoints: the NumPy engine works on the
+# arrays the check read, where hotcoco parses the file again). hotcoco gives way to "vectorized"
+# when it is not installed or not exact on the input (CheckedInput.inexact, a non-default
+# max_dets).
+AUTO_ENGINE = {"bbox": "vectorized", "segm": "hotcoco", "keypoints": "vectorized"}
 
 # The OKS sigmas of COCO's 17 person keypoints (pycocotools' default, from the COCO paper).
 COCO_PERSON_OKS_SIGMAS = np.array(
@@ -372,11 +377,28 @@ def _coco_evaluate(
     verbose,
 ) -> COCOEvalResult:  # fmt: skip
     gt = loaded_gt = load_ground_truth(gt_json)
-    results = loaded_results = load_results(results_json)
+    results = None
+    if (
+        isinstance(results_json, (str, os.PathLike))
+        and engine != "pycocotools"
+        and write_results is None
+    ):
+        # Straight into arrays, skipping the fields the IoU type does not read (None where the
+        # file needs the general reader). pycocotools takes result dicts, and write_results
+        # writes every field: those read the general way.
+        results = read_result_columns(results_json, iou_type)
+    if results is not None:
+        try:
+            checked = check_input(gt, results, iou_type, img_ids)
+        except RereadResults:  # the general reader and check name the entry at fault
+            results = None
+    if results is None:
+        results = load_results(results_json)
+        checked = check_input(gt, results, iou_type, img_ids)
+    loaded_results = results
     if write_results is not None:
         # What was given, as given (not the renumbered copy); only after the check passes.
         given = results
-    checked = check_input(gt, results, iou_type, img_ids)
     gt, results, img_ids, columns = checked.gt, checked.results, checked.img_ids, checked.columns
     sigmas = _oks_sigmas(gt, kpt_oks_sigmas) if iou_type == "keypoints" else None
     inexact = dict(checked.inexact)
@@ -418,6 +440,8 @@ def _coco_evaluate(
             except Exception:  # should its file reader refuse what its dict reader takes
                 if paths == [gt, results]:
                     raise
+                if isinstance(results, ResultColumns):  # result dicts, every field
+                    results = load_results(results_json)
                 evaluator = _run_hotcoco(gt, results, iou_type, sigmas, max_dets, img_ids)
         else:
             evaluator = _run_pycocotools(gt, results, iou_type, sigmas, max_dets, img_ids)

@@ -40,9 +40,12 @@ except ImportError:  # pragma: no cover - exercised by tests that hide it
 
 from lazydet.data.annotation_checks import check_keypoints, check_polygons
 from lazydet.data.rle import check_compressed_rles, check_rle
+from lazydet.evaluation.results_reader import ResultColumns
+from lazydet.evaluation.rle_check import compressed_rles_cover
 
 __all__ = [
     "CheckedInput",
+    "RereadResults",
     "check_input",
     "load_ground_truth",
     "load_results",
@@ -478,6 +481,9 @@ def _compressed_rles_sound(columns: Mapping, images: Mapping) -> bool:
         at = np.fromiter(map(position.__getitem__, det_images), np.int64, count=len(segms))
         if not np.array_equal(given, image_size[at]):
             return False
+        counts = list(map(itemgetter("counts"), segms))
+        if _types(counts) == {str}:  # a yes/no in a few passes; "no" is described below
+            return compressed_rles_cover(counts, given)
         return check_compressed_rles(segms, given) is None
     except (KeyError, TypeError, ValueError, OverflowError):
         return False
@@ -604,6 +610,58 @@ def check_results(results: Sequence[Mapping], iou_type: str, images: Mapping) ->
     return columns
 
 
+class RereadResults(ValueError):
+    """Columns read by ``results_reader.read_result_columns`` hold something the check refuses:
+    read the file the general way (``load_results``) and check that, for the message naming the
+    entry (the columns know no more than that the file is refused)."""
+
+
+def _check_result_columns(
+    results: ResultColumns, iou_type: str, images: Mapping, k: int | None
+) -> dict[str, Any]:
+    """``check_results`` and the geometry check on a file read straight into arrays: the same
+    rules (the schema settled the fields' presence and types) in a few array passes. Raises
+    ``RereadResults`` where the general check would refuse or renumber."""
+    gt_image_ids = list(images)
+    if gt_image_ids and type(gt_image_ids[0]) is not int:
+        raise RereadResults("string image ids are renumbered on the general path")
+    if not np.isin(results.image_id, gt_image_ids).all():
+        raise RereadResults("a detection is on an image the ground truth lacks")
+    if not np.isfinite(results.score).all():
+        raise RereadResults("a score is not finite")
+    rows = {}
+    if results.bbox is not None:  # every detection has one (else the reader gave no columns)
+        boxes = results.bbox
+        if not np.isfinite(boxes).all() or (boxes[:, 2:] < 0).any():
+            raise RereadResults("a box is not finite or has a negative size")
+        rows["bbox"] = boxes
+    elif iou_type == "bbox":
+        raise RereadResults("no boxes")
+    if iou_type == "keypoints":
+        points = results.keypoints
+        if k is None or points.shape[1] != 3 * k or not np.isfinite(points).all():
+            raise RereadResults("keypoints of another count, or not finite")
+        rows["keypoints"] = points
+    if iou_type == "segm" and len(results):
+        # Every mask the size of its image, its runs covering it exactly (segm checked every
+        # image's height and width: positive ints).
+        position = {image_id: n for n, image_id in enumerate(gt_image_ids)}
+        image_size = np.array(
+            [(image["height"], image["width"]) for image in images.values()], dtype=np.int64
+        )
+        at = np.fromiter(map(position.__getitem__, results.image_id.tolist()), np.int64)
+        if not np.array_equal(results.sizes, image_size[at]):
+            raise RereadResults("a mask's size is not its image's")
+        if not compressed_rles_cover(results.counts, results.sizes):
+            raise RereadResults("a mask's runs do not cover its image")
+    return {
+        "image_id": results.image_id,
+        "category_id": results.category_id,
+        "score": results.score,
+        "float_rows": rows,
+    }
+
+
 def _renumber_string_ids(gt: dict, results: list, img_ids):
     """String image ids -> 0..N-1 in sorted order (pycocotools sorts image ids), on copies."""
     order = {image_id: n for n, image_id in enumerate(sorted(img["id"] for img in gt["images"]))}
@@ -637,6 +695,12 @@ def check_input(
                 f"{' which the ground truth does not have' if unknown else ''}; give ids of "
                 "ground-truth images, or None for all."
             )
+    if isinstance(results, ResultColumns):
+        columns = _check_result_columns(results, iou_type, images, k)
+        img_ids = None if img_ids is None else sorted(img_ids)
+        return CheckedInput(
+            gt=gt, results=results, columns=columns, img_ids=img_ids, inexact=inexact
+        )
     columns = check_results(results, iou_type, images)
     if iou_type == "keypoints":
         lengths = set(map(len, columns["keypoints"]))

@@ -38,6 +38,8 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from lazydet.evaluation.results_reader import ResultColumns
+
 logger = logging.getLogger(__name__)
 
 # pycocotools' COCOeval.Params, computed the way it computes them (the same float64 values).
@@ -264,6 +266,10 @@ class _Columns:
         self._rows: dict[str, np.ndarray] = self._lists.pop("float_rows", None) or {}
 
     def __getitem__(self, key: str) -> list:
+        if key not in self._lists and isinstance(self.results, ResultColumns):
+            column = getattr(self.results, key, None)  # the masks, as RLE dicts
+            if isinstance(column, list):
+                self._lists[key] = column
         if key not in self._lists:
             try:
                 self._lists[key] = list(map(itemgetter(key), self.results))

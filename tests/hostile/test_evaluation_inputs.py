@@ -157,6 +157,27 @@ def test_broken_inputs_are_refused_by_entry(data, case, engine):
         coco_evaluate(gt, dets, iou_type, engine=engine, verbose=False)
 
 
+@pytest.mark.parametrize("engine", ["auto", "vectorized"])
+@pytest.mark.parametrize("case", REFUSED)
+def test_broken_files_are_refused_by_entry_as_in_memory(data, case, engine, tmp_path):
+    # From files the results are read straight into arrays (msgspec) when they fit the schema:
+    # whatever the check refuses is read again the general way, so the message is the same.
+    iou_type, edit, named = REFUSED[case]
+    gt, dets = copy.deepcopy(data[iou_type])
+    edit(gt, dets)
+    gt, dets = json.loads(json.dumps(gt)), json.loads(json.dumps(dets))  # as a file holds them
+    with pytest.raises(ValueError, match=named) as from_memory:
+        coco_evaluate(gt, dets, iou_type, engine=engine, verbose=False)
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "results.json").write_text(json.dumps(dets))
+    with pytest.raises(ValueError, match=named) as from_files:
+        coco_evaluate(
+            tmp_path / "gt.json", tmp_path / "results.json", iou_type, engine=engine,
+            verbose=False,
+        )  # fmt: skip
+    assert str(from_files.value) == str(from_memory.value)
+
+
 def test_latin1_file_is_one_clear_error(tmp_path, data):
     gt, dets = data["bbox"]
     gt = copy.deepcopy(gt)
