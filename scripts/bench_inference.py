@@ -16,10 +16,10 @@ loads the same weights into lazydet's torchvision preset (``conf/torchvision_*_f
   three above return float mask probabilities, as torchvision does); ``--ablation`` adds each
   of the two alone, ``--compile`` the same plus ``torch.compile`` of the backbone (for a fixed
   input size);
-* ``--compile-model``: ``torch.compile`` of the whole optimized detector (``lazydet torch.compile
-  (whole model)``; Inductor, weight freezing, the input size fixed, dynamo's flags for
-  data-dependent sizes set as docs/ops.md says), checked to give the optimized model's
-  detections (same count, boxes to 1e-3 px) before it is timed;
+* ``--compile-model``: ``torch.compile`` of the whole detector (``lazydet torch.compile (whole
+  model)``: batch norms folded, weights contiguous, Inductor with weight freezing, the input size
+  fixed, dynamo's flags for data-dependent sizes set as docs/ops.md says), checked to give the
+  optimized model's detections (same count, boxes to 1e-3 px) before it is timed;
 * ``--exported``: the optimized model exported with ``torch.export`` (``lazydet exported
   (.pt2)``) and as ONNX run by onnxruntime (``lazydet onnxruntime``), both with the Python
   post-step (mask paste), as ``lazydet.deploy.ExportedPredictor`` runs them (docs/deploy.md).
@@ -248,18 +248,25 @@ def exported_variants(
     return variants
 
 
-def compile_whole_model(optimized: nn.Module, lazydet_inputs: list[dict]) -> Callable[[], object]:
-    """``torch.compile`` of the whole optimized detector, compiled now and checked against the
-    optimized model's detections (same count, boxes to 1e-3 px, scores to 1e-4).
+def compile_whole_model(
+    model: nn.Module, optimized: nn.Module, lazydet_inputs: list[dict]
+) -> Callable[[], object]:
+    """``torch.compile`` of the whole detector after ``optimize_for_inference`` with batch norms
+    folded but weights left contiguous, compiled now and checked against the optimized model's
+    detections (same count, boxes to 1e-3 px, scores to 1e-4).
 
     Dynamo traces NMS, ``nonzero`` and score thresholds into the graph (data-dependent sizes)
     only with ``capture_dynamic_output_shape_ops`` / ``capture_scalar_outputs`` (docs/ops.md,
     "torch.compile"); the mask paste stays eager (the one documented graph break). The input
-    size is fixed (``dynamic=False``) and Inductor freezes the weights, as the backbone-only
-    variant does."""
+    size is fixed (``dynamic=False``) and Inductor freezes the weights (and picks the
+    convolutions' layout itself), as the backbone-only variant does. Not channels-last weights:
+    the ROI heads' convolutions run on a data-dependent number of ROIs, for which torch's fake
+    convolution cannot tell that a channels-last weight makes a channels-last output, and the
+    compiled code then fails its stride check (torch 2.14)."""
     torch._dynamo.config.capture_dynamic_output_shape_ops = True
     torch._dynamo.config.capture_scalar_outputs = True
-    compiled = torch.compile(optimized, dynamic=False, options={"freezing": True})
+    folded = optimize_for_inference(copy.deepcopy(model), channels_last=False)
+    compiled = torch.compile(folded, dynamic=False, options={"freezing": True})
     start = time.perf_counter()
     with torch.inference_mode():
         got = compiled(lazydet_inputs)[0]["instances"]
@@ -403,7 +410,7 @@ def time_inference(
         variants["lazydet optimized+compile"] = infer(compiled, lazydet_inputs)
     if args.compile_model:
         variants["lazydet torch.compile (whole model)"] = compile_whole_model(
-            copy.deepcopy(optimized), lazydet_inputs
+            model, optimized, lazydet_inputs
         )
     if args.exported:
         variants.update(exported_variants(args, optimized, image * 255, device))
