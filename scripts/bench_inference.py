@@ -17,8 +17,8 @@ loads the same weights into lazydet's torchvision preset (``conf/torchvision_*_f
   of the two alone, ``--compile`` the same plus ``torch.compile`` of the backbone (for a fixed
   input size);
 * ``--compile-model``: ``torch.compile`` of the whole detector (``lazydet torch.compile (whole
-  model)``: batch norms folded, weights contiguous, Inductor with weight freezing, the input size
-  fixed, dynamo's flags for data-dependent sizes set as docs/ops.md says), checked to give the
+  model)``: batch norms folded, weights contiguous, Inductor with weight freezing and without
+  layout optimisation, the input size fixed, dynamo's flags for data-dependent sizes set as docs/ops.md says), checked to give the
   optimized model's detections (same count, boxes to 1e-3 px) before it is timed;
 * ``--exported``: the optimized model exported with ``torch.export`` (``lazydet exported
   (.pt2)``) and as ONNX run by onnxruntime (``lazydet onnxruntime``), both with the Python
@@ -258,15 +258,17 @@ def compile_whole_model(
     Dynamo traces NMS, ``nonzero`` and score thresholds into the graph (data-dependent sizes)
     only with ``capture_dynamic_output_shape_ops`` / ``capture_scalar_outputs`` (docs/ops.md,
     "torch.compile"); the mask paste stays eager (the one documented graph break). The input
-    size is fixed (``dynamic=False``) and Inductor freezes the weights (and picks the
-    convolutions' layout itself), as the backbone-only variant does. Not channels-last weights:
-    the ROI heads' convolutions run on a data-dependent number of ROIs, for which torch's fake
-    convolution cannot tell that a channels-last weight makes a channels-last output, and the
-    compiled code then fails its stride check (torch 2.14)."""
+    size is fixed (``dynamic=False``) and Inductor freezes the weights, as the backbone-only
+    variant does. No channels-last weights, and Inductor's own ``layout_optimization`` (which
+    makes them channels-last) off: the ROI heads' convolutions run on a data-dependent number of
+    ROIs, for which torch's fake convolution cannot tell that a channels-last weight makes a
+    channels-last output, and the compiled code then fails its stride check (torch 2.14)."""
     torch._dynamo.config.capture_dynamic_output_shape_ops = True
     torch._dynamo.config.capture_scalar_outputs = True
     folded = optimize_for_inference(copy.deepcopy(model), channels_last=False)
-    compiled = torch.compile(folded, dynamic=False, options={"freezing": True})
+    compiled = torch.compile(
+        folded, dynamic=False, options={"freezing": True, "layout_optimization": False}
+    )
     start = time.perf_counter()
     with torch.inference_mode():
         got = compiled(lazydet_inputs)[0]["instances"]
