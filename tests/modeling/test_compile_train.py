@@ -13,6 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from lazydet.modeling.meta_arch.preprocessing import check_gt_instances
+from lazydet.modeling.sampling import subsample_labels
+from lazydet.structures import Boxes, Instances
+
 _SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "compile_graph_breaks.py"
 _spec = importlib.util.spec_from_file_location("compile_graph_breaks", _SCRIPT)
 graph_breaks = importlib.util.module_from_spec(_spec)
@@ -87,6 +91,48 @@ def _check_same_training(eager_model, eager_history, compiled_model, compiled_hi
     expected_state = eager_model.state_dict()
     for name, value in compiled_model.state_dict().items():
         torch.testing.assert_close(value, expected_state[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_subsample_labels_compiles_whole_and_draws_as_eager(capture_data_dependent_shapes):
+    """The sampler's ``randperm`` of a data-dependent count traces (it broke the graph once per
+    call), and the compiled sampler draws eager's elements from the same global generator."""
+    labels = torch.randint(-1, 3, (200,), generator=torch.Generator().manual_seed(0))
+
+    def sample(labels):
+        return subsample_labels(labels, num_samples=32, positive_fraction=0.25, background_label=0)
+
+    compiled = torch.compile(sample, fullgraph=True, backend="aot_eager")
+    for seed in range(3):
+        torch.manual_seed(seed)
+        expected = sample(labels)
+        torch.manual_seed(seed)
+        got = compiled(labels)
+        for got_idxs, expected_idxs in zip(got, expected, strict=True):
+            assert torch.equal(got_idxs, expected_idxs)
+    assert len(expected[0]) == 8 and len(expected[1]) == 24
+
+
+def test_compiled_ground_truth_checks_stay_in_the_graph(capture_data_dependent_shapes):
+    """``check_gt_instances`` compiles without a break and still refuses NaN boxes and classes
+    out of range, from inside the graph (``RuntimeError`` with the check's message)."""
+
+    def check(inputs):
+        return check_gt_instances(inputs, num_classes=3, owner="Model")
+
+    compiled = torch.compile(check, fullgraph=True, backend="aot_eager")
+
+    def inputs(boxes, classes):
+        instances = Instances(
+            (64, 64), gt_boxes=Boxes(torch.tensor(boxes)), gt_classes=torch.tensor(classes)
+        )
+        return [{"image": torch.zeros(3, 64, 64), "instances": instances}]
+
+    good = inputs([[1.0, 2.0, 30.0, 40.0]], [2])
+    assert compiled(good)[0] is good[0]["instances"]
+    with pytest.raises(RuntimeError, match="input 0: gt_boxes have NaN or infinite"):
+        compiled(inputs([[1.0, float("nan"), 30.0, 40.0]], [2]))
+    with pytest.raises(RuntimeError, match=r"input 0: gt_classes outside \[0, 3\)"):
+        compiled(inputs([[1.0, 2.0, 30.0, 40.0]], [3]))
 
 
 @pytest.fixture(scope="module")

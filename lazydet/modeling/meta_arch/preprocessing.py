@@ -160,8 +160,8 @@ def check_gt_instances(
                 "those annotations.",
                 ValueError,
             )
-        bad_boxes = None if compiling else (~finite).nonzero().flatten()
-        if bad_boxes is not None and len(bad_boxes) > 0:
+        elif not finite.all():
+            bad_boxes = (~finite).nonzero().flatten()
             raise ValueError(
                 f"{owner} input {index}: gt_boxes {bad_boxes.tolist()} have NaN or infinite "
                 f"coordinates ({boxes.tensor[bad_boxes[0]].tolist()}); fix or drop those "
