@@ -2,7 +2,8 @@
 are the documented ones only (docs/ops.md, "torch.compile"), and three SGD steps of the compiled
 model give eager's losses (to 1e-4) and weights. The model is the COCO recipe with a ResNet-18
 FPN, seeded random weights and heads sized for ``shapes`` (scripts/compile_graph_breaks.py builds
-it and the two generated 128x128 training images, and prints the breaks with ``--train``)."""
+it and the two generated 128x128 training images, and prints the breaks with ``--train``). Fast:
+the pieces that broke the graph (sampling, ground-truth checks) compile whole."""
 
 from __future__ import annotations
 
