@@ -16,6 +16,10 @@ loads the same weights into lazydet's torchvision preset (``conf/torchvision_*_f
   three above return float mask probabilities, as torchvision does); ``--ablation`` adds each
   of the two alone, ``--compile`` the same plus ``torch.compile`` of the backbone (for a fixed
   input size);
+* ``--compile-model``: ``torch.compile`` of the whole detector (``lazydet torch.compile (whole
+  model)``: batch norms folded, weights contiguous, Inductor with weight freezing and without
+  layout optimisation, the input size fixed, dynamo's flags for data-dependent sizes set as docs/ops.md says), checked to give the
+  optimized model's detections (same count, boxes to 1e-3 px) before it is timed;
 * ``--exported``: the optimized model exported with ``torch.export`` (``lazydet exported
   (.pt2)``) and as ONNX run by onnxruntime (``lazydet onnxruntime``), both with the Python
   post-step (mask paste), as ``lazydet.deploy.ExportedPredictor`` runs them (docs/deploy.md).
@@ -70,6 +74,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--compile",
         action="store_true",
         help="also time optimize_for_inference(compile_backbone=True) (compiles first)",
+    )
+    parser.add_argument(
+        "--compile-model",
+        action="store_true",
+        help="also time torch.compile of the whole optimized detector (compiles first; checked "
+        "against the optimized model's detections)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -238,6 +248,64 @@ def exported_variants(
     return variants
 
 
+def compile_whole_model(
+    model: nn.Module, optimized: nn.Module, lazydet_inputs: list[dict]
+) -> Callable[[], object]:
+    """``torch.compile`` of the whole detector after ``optimize_for_inference`` with batch norms
+    folded but weights left contiguous, compiled now and checked against the optimized model's
+    detections (same count, boxes to 1e-3 px, scores to 1e-4).
+
+    Dynamo traces NMS, ``nonzero`` and score thresholds into the graph (data-dependent sizes)
+    only with ``capture_dynamic_output_shape_ops`` / ``capture_scalar_outputs`` (docs/ops.md,
+    "torch.compile"); the mask paste stays eager (the one documented graph break). The input
+    size is fixed (``dynamic=False``) and Inductor freezes the weights, as the backbone-only
+    variant does. No channels-last weights, and Inductor's own ``layout_optimization`` (which
+    makes them channels-last) off: the ROI heads' convolutions run on a data-dependent number of
+    ROIs, for which torch's fake convolution cannot tell that a channels-last weight makes a
+    channels-last output, and the compiled code then fails its stride check (torch 2.14)."""
+    torch._dynamo.config.capture_dynamic_output_shape_ops = True
+    torch._dynamo.config.capture_scalar_outputs = True
+    folded = optimize_for_inference(copy.deepcopy(model), channels_last=False)
+    compiled = torch.compile(
+        folded, dynamic=False, options={"freezing": True, "layout_optimization": False}
+    )
+    start = time.perf_counter()
+    with torch.inference_mode():
+        got = compiled(lazydet_inputs)[0]["instances"]
+    print(f"compiling the whole model took {time.perf_counter() - start:.1f} s")
+    with torch.inference_mode():
+        expected = optimized(lazydet_inputs)[0]["instances"]
+    if len(got) != len(expected):
+        raise SystemExit(
+            f"torch.compile (whole model) gave {len(got)} detections, the optimized model "
+            f"{len(expected)}: not timing a model that detects differently."
+        )
+    # As sets (detections with equal scores may come in another order): each optimized
+    # detection needs a compiled one of its label, its score to 1e-4 and its box to 1e-3 px.
+    same = ((expected.scores[:, None] - got.scores[None]).abs() <= 1e-4) & (
+        expected.pred_classes[:, None] == got.pred_classes[None]
+    )
+    distance = torch.cdist(expected.pred_boxes.tensor, got.pred_boxes.tensor, p=float("inf"))
+    matched = distance.masked_fill(~same, float("inf")).min(dim=1).values
+    box_error = matched.max().item() if len(matched) else 0.0
+    if box_error > 1e-3:
+        raise SystemExit(
+            f"torch.compile (whole model) detections differ from the optimized model's: the "
+            f"worst has no compiled detection of its label and score within {box_error:.2e} px "
+            "(allowed 1e-3)."
+        )
+    print(
+        f"torch.compile (whole model) vs optimized: {len(got)} detections, each matched by "
+        f"label and score to a box within {box_error:.2e} px"
+    )
+
+    def run() -> object:
+        with torch.inference_mode():
+            return compiled(lazydet_inputs)
+
+    return run
+
+
 def _training_inputs(kind: str, size: tuple[int, int], device: torch.device, seed: int):
     """Two images with 5 objects each, as torchvision targets and as lazydet inputs."""
     generator = torch.Generator().manual_seed(seed)
@@ -342,6 +410,10 @@ def time_inference(
             compiled(lazydet_inputs)
         print(f"compiling the backbone took {time.perf_counter() - start:.1f} s")
         variants["lazydet optimized+compile"] = infer(compiled, lazydet_inputs)
+    if args.compile_model:
+        variants["lazydet torch.compile (whole model)"] = compile_whole_model(
+            model, optimized, lazydet_inputs
+        )
     if args.exported:
         variants.update(exported_variants(args, optimized, image * 255, device))
     times = time_interleaved(variants, args.runs, args.warmup, device)
@@ -349,7 +421,7 @@ def time_inference(
     print(f"\nInference, median of {args.runs} after {args.warmup} warm-up:")
     for name, values in times.items():
         median = statistics.median(values)
-        print(f"  {name:26s} {median * 1000:9.1f} ms  ({median / baseline:.2f}x torchvision)")
+        print(f"  {name:36s} {median * 1000:9.1f} ms  ({median / baseline:.2f}x torchvision)")
 
 
 def time_training(

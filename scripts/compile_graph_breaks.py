@@ -1,21 +1,24 @@
-"""Count torch.compile graph breaks of whole detectors in inference (CPU), and check the compiled
-model gives the eager detections.
+"""Count torch.compile graph breaks of whole detectors (CPU), in inference or in training, and
+check the compiled model gives the eager detections.
 
 Builds the four COCO recipes (Faster / Mask / Keypoint R-CNN, RetinaNet) with a ResNet-18 FPN and
 seeded random weights, runs ``torch._dynamo.explain`` on ``model(batched_inputs)`` for a small
 batch and prints every break (its reason and where in the user code it happened).
 
-    python scripts/compile_graph_breaks.py [--detectors faster_rcnn_fpn ...] [--compile]
+    python scripts/compile_graph_breaks.py [--detectors faster_rcnn_fpn ...] [--compile] [--train]
 
 ``--compile`` also runs ``torch.compile(model)`` (inductor) and compares its detections with
-eager (count, boxes to 1e-4, scores to 1e-4).
+eager (count, boxes to 1e-4, scores to 1e-4). ``--train`` explains the training forward (the
+losses) instead, on two generated 128x128 ``shapes`` images with their ground truth.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -24,9 +27,15 @@ from lazydet.config import compose, instantiate
 DETECTORS = ("faster_rcnn_fpn", "mask_rcnn_fpn", "keypoint_rcnn_fpn", "retinanet_fpn")
 
 
-def build_detector(experiment: str, *, seed: int = 0) -> torch.nn.Module:
-    """A small version of a COCO recipe in eval mode: ResNet-18 FPN, seeded random weights."""
+def build_detector(
+    experiment: str, *, seed: int = 0, dataset: str | None = None
+) -> torch.nn.Module:
+    """A small version of a COCO recipe in eval mode: ResNet-18 FPN, seeded random weights.
+    ``dataset``: a ``conf/dataset`` choice sizing the heads (classes, keypoints) other than the
+    recipe's COCO; ``"shapes"`` for ``sample_training_inputs``."""
     overrides = ["model.backbone=resnet18"]
+    if dataset is not None:
+        overrides.append(f"dataset={dataset}")
     if experiment != "retinanet_fpn":
         overrides += [
             "model.proposal_generator.post_nms_topk_test=64",
@@ -61,6 +70,26 @@ def sample_inputs(*, seed: int = 0, sizes=((96, 128), (128, 96))) -> list[dict]:
     ]
 
 
+def sample_training_inputs(
+    *, num_images: int = 2, image_size: int = 128, seed: int = 0, root: str | Path | None = None
+) -> list[dict]:
+    """``num_images`` generated ``shapes`` images (``generate_shapes``, deterministic for the
+    arguments) mapped for training: ``image`` uint8 ``[3, S, S]`` and ``instances`` with
+    ``gt_boxes``, ``gt_classes`` (3 classes), ``gt_masks`` (``BitMasks``) and ``gt_keypoints``.
+    ``root``: where to write the images (a temporary directory, removed after, when None)."""
+    from lazydet.data.datasets import generate_shapes, load_coco_json
+    from lazydet.data.mapper import DatasetMapper
+
+    with tempfile.TemporaryDirectory(prefix="lazydet_shapes_") as temporary:
+        folder = Path(root if root is not None else temporary)
+        generate_shapes(folder, num_images=num_images, image_size=image_size, seed=seed)
+        records = load_coco_json(folder / "annotations.json", folder)
+        mapper = DatasetMapper(
+            augmentations=None, is_train=True, use_masks=True, use_keypoints=True
+        )
+        return [mapper(record) for record in records]
+
+
 def capture_data_dependent_shapes(enabled: bool = True) -> None:
     """Let dynamo trace ops whose output size depends on the data (nonzero, boolean indexing,
     NMS) and ``.item()``: without these two flags each such op is a graph break."""
@@ -89,13 +118,20 @@ def main() -> None:
     parser.add_argument("--detectors", nargs="+", default=list(DETECTORS), choices=DETECTORS)
     parser.add_argument("--compile", action="store_true", help="also compare compiled vs eager")
     parser.add_argument(
+        "--train", action="store_true", help="explain the training forward (losses) instead"
+    )
+    parser.add_argument(
         "--no-capture", action="store_true", help="leave dynamo's capture_* flags at defaults"
     )
     args = parser.parse_args()
     capture_data_dependent_shapes(not args.no_capture)
     for experiment in args.detectors:
-        model = build_detector(experiment)
-        inputs = sample_inputs()
+        if args.train:
+            model = build_detector(experiment, dataset="shapes").train()
+            inputs = sample_training_inputs()
+        else:
+            model = build_detector(experiment)
+            inputs = sample_inputs()
         start = time.perf_counter()
         explanation = explain(model, inputs)
         seconds = time.perf_counter() - start
@@ -105,7 +141,7 @@ def main() -> None:
         )
         for line, count in collections.Counter(describe_breaks(explanation)).items():
             print(f"   {count}x {line}")
-        if args.compile:
+        if args.compile and not args.train:
             torch._dynamo.reset()
             eager = model(inputs)
             compiled = torch.compile(model)(inputs)

@@ -44,6 +44,9 @@ def subsample_labels(
     num_pos = min(int(num_samples * positive_fraction), positive.numel())
     num_neg = min(num_samples - num_pos, negative.numel())
 
-    pos_perm = torch.randperm(positive.numel(), device=labels.device, generator=generator)
-    neg_perm = torch.randperm(negative.numel(), device=labels.device, generator=generator)
+    # No generator argument when there is none: torch.compile traces randperm of a data-dependent
+    # size (these counts) only through the overload without one; the draws are the same.
+    random = {} if generator is None else {"generator": generator}
+    pos_perm = torch.randperm(positive.numel(), device=labels.device, **random)
+    neg_perm = torch.randperm(negative.numel(), device=labels.device, **random)
     return positive[pos_perm[:num_pos]], negative[neg_perm[:num_neg]]

@@ -149,8 +149,19 @@ def check_gt_instances(
             raise ValueError(
                 f"{owner} input {index}: gt_boxes must be a Boxes, got {type(boxes).__name__}."
             )
-        bad_boxes = (~torch.isfinite(boxes.tensor).all(dim=1)).nonzero().flatten()
-        if len(bad_boxes) > 0:
+        finite = torch.isfinite(boxes.tensor).all(dim=1)
+        compiling = torch.compiler.is_compiling()
+        if compiling:
+            # Naming the bad boxes needs their values on the host, a graph break when compiled:
+            # the compiled check stays in the graph and says what is wrong without the indices.
+            check_all_true(
+                finite,
+                f"{owner} input {index}: gt_boxes have NaN or infinite coordinates; fix or drop "
+                "those annotations.",
+                ValueError,
+            )
+        elif not finite.all():
+            bad_boxes = (~finite).nonzero().flatten()
             raise ValueError(
                 f"{owner} input {index}: gt_boxes {bad_boxes.tolist()} have NaN or infinite "
                 f"coordinates ({boxes.tensor[bad_boxes[0]].tolist()}); fix or drop those "
@@ -161,7 +172,14 @@ def check_gt_instances(
                 f"{owner} input {index}: gt_classes must hold integer class ids, got dtype "
                 f"{classes.dtype}."
             )
-        if num_classes is not None and len(classes) > 0:
+        if num_classes is not None and compiling:
+            check_all_true(
+                (classes >= 0) & (classes < num_classes),
+                f"{owner} input {index}: gt_classes outside [0, {num_classes}); the model has "
+                f"{num_classes} classes. Map the dataset's category ids to 0..{num_classes - 1}.",
+                ValueError,
+            )
+        elif num_classes is not None and len(classes) > 0:
             bad = ((classes < 0) | (classes >= num_classes)).nonzero().flatten()
             if len(bad) > 0:
                 raise ValueError(

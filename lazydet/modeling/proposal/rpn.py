@@ -29,6 +29,7 @@ from lazydet.modeling.matcher import Matcher
 from lazydet.modeling.sampling import subsample_labels
 from lazydet.ops import batched_nms
 from lazydet.structures import Boxes, ImageList, Instances, pairwise_iou
+from lazydet.utils.compile import check_all_true
 
 LossNormalizer = Literal["batch_size", "num_sampled"]
 
@@ -379,14 +380,15 @@ def find_top_proposals(
     for image_boxes, image_logits, image_size in zip(boxes, logits, image_sizes):
         finite = torch.isfinite(image_boxes).all(dim=1) & torch.isfinite(image_logits)
         image_levels = levels
+        if training:
+            check_all_true(
+                finite,
+                "RPN predicted non-finite proposal boxes or logits during training; the "
+                "training has diverged (lower the learning rate or use gradient clipping).",
+                FloatingPointError,
+            )
         # Compiled inference filters always (the same result) rather than branch on the data.
-        compiled_inference = not training and torch.compiler.is_compiling()
-        if compiled_inference or not finite.all():
-            if training:
-                raise FloatingPointError(
-                    "RPN predicted non-finite proposal boxes or logits during training; the "
-                    "training has diverged (lower the learning rate or use gradient clipping)."
-                )
+        elif torch.compiler.is_compiling() or not finite.all():
             image_boxes, image_logits = image_boxes[finite], image_logits[finite]
             image_levels = levels[finite]
         proposal_boxes = Boxes(image_boxes.clone()).clip(image_size)

@@ -128,20 +128,18 @@ class FastRCNNOutputLayers(nn.Module):
                 f"FastRCNNOutputLayers.losses got {scores.shape[0]} predictions for "
                 f"{gt_classes.shape[0]} proposals."
             )
-        num_sampled = gt_classes.numel()
-        if num_sampled == 0:
-            # No ROI in the batch: zero losses that still touch the parameters (DDP needs it).
-            zero = scores.sum() * 0 + deltas.sum() * 0
-            return {"loss_cls": zero, "loss_box_reg": zero}
-
-        loss_cls = F.cross_entropy(scores, gt_classes, reduction="mean")
+        # No branch on the ROI count (data-dependent when compiled: a graph break). With no ROI
+        # in the batch both sums are zeros that still touch the parameters (DDP needs it); else
+        # the summed cross-entropy over the count is the mean, bit for bit.
+        normalizer = torch.sym_max(gt_classes.numel(), 1)
+        loss_cls = F.cross_entropy(scores, gt_classes, reduction="sum") / normalizer
 
         foreground = (gt_classes >= 0) & (gt_classes < self.num_classes)
         fg_idxs = foreground.nonzero().squeeze(1)
         if self.cls_agnostic_bbox_reg:
             fg_deltas = deltas[fg_idxs]
         else:
-            fg_deltas = deltas.view(num_sampled, -1, 4)[fg_idxs, gt_classes[fg_idxs]]
+            fg_deltas = deltas.unflatten(1, (-1, 4))[fg_idxs, gt_classes[fg_idxs]]
         loss_box_reg = box_regression_loss(
             box2box_transform=self.box2box_transform,
             anchors=proposal_boxes[fg_idxs],
@@ -152,7 +150,7 @@ class FastRCNNOutputLayers(nn.Module):
         )
         return {
             "loss_cls": loss_cls * self.loss_weights["loss_cls"],
-            "loss_box_reg": loss_box_reg / num_sampled * self.loss_weights["loss_box_reg"],
+            "loss_box_reg": loss_box_reg / normalizer * self.loss_weights["loss_box_reg"],
         }
 
     def predict_boxes(
