@@ -1,7 +1,7 @@
 """Benchmark: lazydet against torchvision on the same detector with the same weights.
 
-Builds torchvision's ``maskrcnn_resnet50_fpn`` (or ``retinanet_resnet50_fpn`` with ``--model
-retinanet``) with random weights, frozen batch norms (as torchvision's pretrained detectors have)
+Builds torchvision's ``maskrcnn_resnet50_fpn`` (or ``fasterrcnn_resnet50_fpn`` with ``--model
+faster_rcnn``, ``retinanet_resnet50_fpn`` with ``--model retinanet``) with random weights, frozen batch norms (as torchvision's pretrained detectors have)
 and class biases that let ~100 detections through (so the mask head runs as on real images),
 loads the same weights into lazydet's torchvision preset (``conf/torchvision_*_fpn.py``) with
 ``load_weights``, checks both return the same detections, then times, interleaved, the median of
@@ -29,7 +29,7 @@ backward, SGD step) on a batch of 2 images (``--train-size``) with synthetic gro
 both libraries. CPU by default with ``torch.set_num_threads(--threads)``; ``--device cuda`` times
 on a GPU (synchronised).
 
-Usage: ``python scripts/bench_inference.py [--model mask_rcnn|retinanet] [--runs 5] [--train]``
+Usage: ``python scripts/bench_inference.py [--model mask_rcnn|faster_rcnn|retinanet] [--runs 5] [--train]``
 """
 
 from __future__ import annotations
@@ -51,11 +51,14 @@ from lazydet.modeling.optimize import optimize_for_inference
 from lazydet.structures import BitMasks, Boxes, Instances
 
 NUM_CLASSES = 80  # COCO; torchvision's R-CNNs add a background class
+TWO_STAGE = ("mask_rcnn", "faster_rcnn")  # label = class + 1 in torchvision
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", choices=["mask_rcnn", "retinanet"], default="mask_rcnn")
+    parser.add_argument(
+        "--model", choices=["mask_rcnn", "faster_rcnn", "retinanet"], default="mask_rcnn"
+    )
     parser.add_argument("--size", type=int, nargs=2, default=[800, 1066], metavar=("H", "W"))
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
@@ -115,6 +118,12 @@ def build_models(kind: str, size: tuple[int, int]) -> tuple[nn.Module, nn.Module
             min_size=min_size, max_size=max_size,
         )  # fmt: skip
         experiment = "torchvision_mask_rcnn_fpn"
+    elif kind == "faster_rcnn":
+        tv_model = detection.fasterrcnn_resnet50_fpn(
+            weights=None, weights_backbone=None, num_classes=NUM_CLASSES + 1,
+            min_size=min_size, max_size=max_size,
+        )  # fmt: skip
+        experiment = "torchvision_faster_rcnn_fpn"
     else:
         tv_model = detection.retinanet_resnet50_fpn(
             weights=None, weights_backbone=None, num_classes=NUM_CLASSES,
@@ -123,7 +132,7 @@ def build_models(kind: str, size: tuple[int, int]) -> tuple[nn.Module, nn.Module
         experiment = "torchvision_retinanet_fpn"
     with torch.no_grad():
         _freeze_batchnorms(tv_model)
-        if kind == "mask_rcnn":
+        if kind in TWO_STAGE:
             # Like a trained model on a busy image: ~100 boxes pass the 0.05 score threshold.
             predictor = tv_model.roi_heads.box_predictor
             nn.init.normal_(predictor.cls_score.bias, 0.0, 1.0)
@@ -320,7 +329,7 @@ def _training_inputs(kind: str, size: tuple[int, int], device: torch.device, see
         masks = torch.zeros(5, height, width, dtype=torch.bool)
         for i, (x1, y1, x2, y2) in enumerate(boxes.round().long().tolist()):
             masks[i, y1:y2, x1:x2] = True
-        target = {"boxes": boxes, "labels": classes + (1 if kind == "mask_rcnn" else 0)}
+        target = {"boxes": boxes, "labels": classes + (1 if kind in TWO_STAGE else 0)}
         instances = Instances((height, width), gt_boxes=Boxes(boxes), gt_classes=classes)
         if kind == "mask_rcnn":
             target["masks"] = masks.to(torch.uint8)
@@ -341,7 +350,7 @@ def main(argv: list[str] | None = None) -> None:
     tv_model.to(device)
     model.to(device)
     optimized = optimize_for_inference(copy.deepcopy(model))
-    label_offset = 1 if args.model == "mask_rcnn" else 0
+    label_offset = 1 if args.model in TWO_STAGE else 0
 
     generator = torch.Generator().manual_seed(args.seed)
     coarse = torch.rand(1, 3, size[0] // 32, size[1] // 32, generator=generator)
@@ -355,7 +364,7 @@ def main(argv: list[str] | None = None) -> None:
         fast = optimized(lazydet_inputs)[0]["instances"]
     print("lazydet vs torchvision:", check_same_detections(tv_output, plain, label_offset))
     print("optimized vs torchvision:", check_same_detections(tv_output, fast, label_offset))
-    coarsest_stride = 64 if args.model == "mask_rcnn" else 128
+    coarsest_stride = 64 if args.model in TWO_STAGE else 128
     padded = [-(-side // 32) * 32 for side in size]
     if any(side % coarsest_stride for side in padded):
         print(
