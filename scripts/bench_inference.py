@@ -52,13 +52,17 @@ from lazydet.structures import BitMasks, Boxes, Instances
 
 NUM_CLASSES = 80  # COCO; torchvision's R-CNNs add a background class
 TWO_STAGE = ("mask_rcnn", "faster_rcnn")  # label = class + 1 in torchvision
+# --model: torchvision's builder and the lazydet preset loading its weights.
+TORCHVISION_MODELS = {
+    "mask_rcnn": (detection.maskrcnn_resnet50_fpn, "torchvision_mask_rcnn_fpn"),
+    "faster_rcnn": (detection.fasterrcnn_resnet50_fpn, "torchvision_faster_rcnn_fpn"),
+    "retinanet": (detection.retinanet_resnet50_fpn, "torchvision_retinanet_fpn"),
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--model", choices=["mask_rcnn", "faster_rcnn", "retinanet"], default="mask_rcnn"
-    )
+    parser.add_argument("--model", choices=list(TORCHVISION_MODELS), default="mask_rcnn")
     parser.add_argument("--size", type=int, nargs=2, default=[800, 1066], metavar=("H", "W"))
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
@@ -112,24 +116,11 @@ def _freeze_batchnorms(module: nn.Module) -> None:
 def build_models(kind: str, size: tuple[int, int]) -> tuple[nn.Module, nn.Module]:
     """(torchvision model, lazydet model) with the same random weights."""
     min_size, max_size = min(size), 1333
-    if kind == "mask_rcnn":
-        tv_model = detection.maskrcnn_resnet50_fpn(
-            weights=None, weights_backbone=None, num_classes=NUM_CLASSES + 1,
-            min_size=min_size, max_size=max_size,
-        )  # fmt: skip
-        experiment = "torchvision_mask_rcnn_fpn"
-    elif kind == "faster_rcnn":
-        tv_model = detection.fasterrcnn_resnet50_fpn(
-            weights=None, weights_backbone=None, num_classes=NUM_CLASSES + 1,
-            min_size=min_size, max_size=max_size,
-        )  # fmt: skip
-        experiment = "torchvision_faster_rcnn_fpn"
-    else:
-        tv_model = detection.retinanet_resnet50_fpn(
-            weights=None, weights_backbone=None, num_classes=NUM_CLASSES,
-            min_size=min_size, max_size=max_size,
-        )  # fmt: skip
-        experiment = "torchvision_retinanet_fpn"
+    builder, experiment = TORCHVISION_MODELS[kind]
+    tv_model = builder(
+        weights=None, weights_backbone=None, num_classes=NUM_CLASSES + (kind in TWO_STAGE),
+        min_size=min_size, max_size=max_size,
+    )  # fmt: skip
     with torch.no_grad():
         _freeze_batchnorms(tv_model)
         if kind in TWO_STAGE:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import importlib
+import importlib.util
 import io
 import os
 import subprocess
@@ -188,3 +189,23 @@ def losses_before_and_after_steps(
         optimizer.step()
     after = {name: loss.item() for name, loss in losses_at(probe_seed).items()}
     return before, after
+
+
+def compile_graph_breaks() -> ModuleType:
+    """``scripts/compile_graph_breaks.py`` as a module (it builds the models the compile tests use
+    and sets dynamo's flags for data-dependent shapes)."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "compile_graph_breaks.py"
+    spec = importlib.util.spec_from_file_location("compile_graph_breaks", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def break_sites(explanation: Any) -> dict[str, int]:
+    """``torch._dynamo.explain``'s graph breaks counted by ``file:function`` under lazydet/."""
+    sites: dict[str, int] = {}
+    for reason in explanation.break_reasons:
+        frame = reason.user_stack[-1]
+        site = f"{frame.filename.split('lazydet/')[-1]}:{frame.name}"
+        sites[site] = sites.get(site, 0) + 1
+    return sites

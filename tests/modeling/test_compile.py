@@ -5,16 +5,11 @@ eager detections. The models are the COCO recipes with a ResNet-18 FPN and rando
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
+from helpers import break_sites, compile_graph_breaks
 
-_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "compile_graph_breaks.py"
-_spec = importlib.util.spec_from_file_location("compile_graph_breaks", _SCRIPT)
-graph_breaks = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(graph_breaks)
+graph_breaks = compile_graph_breaks()
 
 # The breaks left per detector and where they are (docs/ops.md lists why each stays).
 EXPECTED_BREAKS = {
@@ -25,30 +20,6 @@ EXPECTED_BREAKS = {
 }
 
 
-@pytest.fixture
-def capture_data_dependent_shapes():
-    saved = (
-        torch._dynamo.config.capture_dynamic_output_shape_ops,
-        torch._dynamo.config.capture_scalar_outputs,
-    )
-    graph_breaks.capture_data_dependent_shapes(True)
-    yield
-    (
-        torch._dynamo.config.capture_dynamic_output_shape_ops,
-        torch._dynamo.config.capture_scalar_outputs,
-    ) = saved
-    torch._dynamo.reset()
-
-
-def _break_sites(explanation) -> dict[str, int]:
-    sites: dict[str, int] = {}
-    for reason in explanation.break_reasons:
-        frame = reason.user_stack[-1]
-        site = f"{frame.filename.split('lazydet/')[-1]}:{frame.name}"
-        sites[site] = sites.get(site, 0) + 1
-    return sites
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("experiment", sorted(EXPECTED_BREAKS))
 def test_compiled_detector_matches_eager_with_only_documented_breaks(
@@ -57,7 +28,7 @@ def test_compiled_detector_matches_eager_with_only_documented_breaks(
     model = graph_breaks.build_detector(experiment)
     inputs = graph_breaks.sample_inputs()
     explanation = graph_breaks.explain(model, inputs)
-    assert _break_sites(explanation) == EXPECTED_BREAKS[experiment]
+    assert break_sites(explanation) == EXPECTED_BREAKS[experiment]
 
     torch._dynamo.reset()
     eager = model(inputs)

@@ -8,48 +8,20 @@ the pieces that broke the graph (sampling, ground-truth checks) compile whole.""
 from __future__ import annotations
 
 import copy
-import importlib.util
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import break_sites, compile_graph_breaks
 
 from lazydet.modeling.meta_arch.preprocessing import check_gt_instances
 from lazydet.modeling.sampling import subsample_labels
 from lazydet.structures import Boxes, Instances
 
-_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "compile_graph_breaks.py"
-_spec = importlib.util.spec_from_file_location("compile_graph_breaks", _SCRIPT)
-graph_breaks = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(graph_breaks)
+graph_breaks = compile_graph_breaks()
 
 STEPS = 3
 # The breaks left in the training forward and where they are (docs/ops.md lists why each stays).
 EXPECTED_TRAINING_BREAKS = {"modeling/roi_heads/mask_head.py:mask_rcnn_loss": 3}
-
-
-@pytest.fixture
-def capture_data_dependent_shapes():
-    saved = (
-        torch._dynamo.config.capture_dynamic_output_shape_ops,
-        torch._dynamo.config.capture_scalar_outputs,
-    )
-    graph_breaks.capture_data_dependent_shapes(True)
-    yield
-    (
-        torch._dynamo.config.capture_dynamic_output_shape_ops,
-        torch._dynamo.config.capture_scalar_outputs,
-    ) = saved
-    torch._dynamo.reset()
-
-
-def _break_sites(explanation) -> dict[str, int]:
-    sites: dict[str, int] = {}
-    for reason in explanation.break_reasons:
-        frame = reason.user_stack[-1]
-        site = f"{frame.filename.split('lazydet/')[-1]}:{frame.name}"
-        sites[site] = sites.get(site, 0) + 1
-    return sites
 
 
 def _train(model: torch.nn.Module, inputs: list[dict], backend: str | None):
@@ -150,7 +122,7 @@ def test_compiled_mask_rcnn_training_matches_eager(capture_data_dependent_shapes
     initial = copy.deepcopy(model.state_dict())
 
     explanation = graph_breaks.explain(model, shapes_batch)
-    assert _break_sites(explanation) == EXPECTED_TRAINING_BREAKS
+    assert break_sites(explanation) == EXPECTED_TRAINING_BREAKS
     model.load_state_dict(initial)  # explain ran the forward once
 
     torch._dynamo.reset()
