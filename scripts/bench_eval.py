@@ -41,6 +41,15 @@ from pathlib import Path
 import numpy as np
 
 
+def _cocoeval_stats(coco_gt, evaluator_class, results, iou_type):
+    """The COCOeval API the three candidates share: evaluate, accumulate, summarize."""
+    evaluator = evaluator_class(coco_gt, coco_gt.loadRes(results), iou_type)
+    evaluator.evaluate()
+    evaluator.accumulate()
+    evaluator.summarize()
+    return evaluator.stats
+
+
 def _pycocotools(gt, results, iou_type):
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
@@ -51,33 +60,19 @@ def _pycocotools(gt, results, iou_type):
         coco_gt = COCO()
         coco_gt.dataset = gt
         coco_gt.createIndex()
-    evaluator = COCOeval(coco_gt, coco_gt.loadRes(results), iou_type)
-    evaluator.evaluate()
-    evaluator.accumulate()
-    evaluator.summarize()
-    return evaluator.stats
+    return _cocoeval_stats(coco_gt, COCOeval, results, iou_type)
 
 
 def _faster_coco_eval(gt, results, iou_type):
     from faster_coco_eval import COCO, COCOeval_faster
 
-    coco_gt = COCO(gt)
-    evaluator = COCOeval_faster(coco_gt, coco_gt.loadRes(results), iou_type)
-    evaluator.evaluate()
-    evaluator.accumulate()
-    evaluator.summarize()
-    return evaluator.stats
+    return _cocoeval_stats(COCO(gt), COCOeval_faster, results, iou_type)
 
 
 def _hotcoco(gt, results, iou_type):
     import hotcoco
 
-    coco_gt = hotcoco.COCO(gt)
-    evaluator = hotcoco.COCOeval(coco_gt, coco_gt.loadRes(results), iou_type)
-    evaluator.evaluate()
-    evaluator.accumulate()
-    evaluator.summarize()
-    return evaluator.stats
+    return _cocoeval_stats(hotcoco.COCO(gt), hotcoco.COCOeval, results, iou_type)
 
 
 def _lazydet(engine):
