@@ -453,6 +453,18 @@ def _bad_detection(index: int, results: list, key: str, problem: str) -> ValueEr
     )
 
 
+def _detection_image_sizes(images: Mapping, image_ids: Sequence | np.ndarray) -> np.ndarray:
+    """``[N, 2]`` int64 ``(height, width)`` of the image of each of ``image_ids`` (segm checked
+    every image's height and width: ints). ``KeyError`` for an id ``images`` lacks."""
+    position = {image_id: n for n, image_id in enumerate(images)}
+    image_size = np.array(
+        [(image["height"], image["width"]) for image in images.values()], dtype=np.int64
+    ).reshape(-1, 2)
+    ids = image_ids.tolist() if isinstance(image_ids, np.ndarray) else image_ids
+    at = np.fromiter(map(position.__getitem__, ids), np.int64, count=len(ids))
+    return image_size[at]
+
+
 def _compressed_rles_sound(columns: Mapping, images: Mapping) -> bool:
     """True when every detection's mask is a compressed RLE (``counts`` text) of its image's
     size whose runs cover it exactly: what detectors write, checked in a few C-level passes
@@ -462,7 +474,9 @@ def _compressed_rles_sound(columns: Mapping, images: Mapping) -> bool:
     try:
         if _types(segms) != {dict}:
             return False
-        if not _types(map(itemgetter("counts"), segms)) <= {str, bytes}:
+        counts = list(map(itemgetter("counts"), segms))
+        count_types = _types(counts)
+        if not count_types <= {str, bytes}:
             return False
         sizes = list(map(itemgetter("size"), segms))
         if _types(sizes) != {list} or set(map(len, sizes)) != {2}:
@@ -471,18 +485,9 @@ def _compressed_rles_sound(columns: Mapping, images: Mapping) -> bool:
         if _types(flat) != {int}:
             return False
         given = np.fromiter(flat, np.int64, count=len(flat)).reshape(-1, 2)
-        # Each detection's image size (segm checked every image's height and width: ints).
-        position = {image_id: n for n, image_id in enumerate(images)}
-        image_size = np.array(
-            [(image["height"], image["width"]) for image in images.values()], dtype=np.int64
-        ).reshape(-1, 2)
-        det_images = columns["image_id"]
-        det_images = det_images.tolist() if isinstance(det_images, np.ndarray) else det_images
-        at = np.fromiter(map(position.__getitem__, det_images), np.int64, count=len(segms))
-        if not np.array_equal(given, image_size[at]):
+        if not np.array_equal(given, _detection_image_sizes(images, columns["image_id"])):
             return False
-        counts = list(map(itemgetter("counts"), segms))
-        if _types(counts) == {str}:  # a yes/no in a few passes; "no" is described below
+        if count_types == {str}:  # a yes/no in a few passes; "no" is described below
             return compressed_rles_cover(counts, given)
         return check_compressed_rles(segms, given) is None
     except (KeyError, TypeError, ValueError, OverflowError):
@@ -643,14 +648,8 @@ def _check_result_columns(
             raise RereadResults("keypoints of another count, or not finite")
         rows["keypoints"] = points
     if iou_type == "segm" and len(results):
-        # Every mask the size of its image, its runs covering it exactly (segm checked every
-        # image's height and width: positive ints).
-        position = {image_id: n for n, image_id in enumerate(gt_image_ids)}
-        image_size = np.array(
-            [(image["height"], image["width"]) for image in images.values()], dtype=np.int64
-        )
-        at = np.fromiter(map(position.__getitem__, results.image_id.tolist()), np.int64)
-        if not np.array_equal(results.sizes, image_size[at]):
+        # Every mask the size of its image, its runs covering it exactly.
+        if not np.array_equal(results.sizes, _detection_image_sizes(images, results.image_id)):
             raise RereadResults("a mask's size is not its image's")
         if not compressed_rles_cover(results.counts, results.sizes):
             raise RereadResults("a mask's runs do not cover its image")
